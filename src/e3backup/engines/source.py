@@ -1,0 +1,26 @@
+"""The interface the engines need from anything that looks like a disk (restic's habit: the
+consumer declares it). Image files, block devices, VHDX, NBD exports all implement it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+
+class DiskReader(Protocol):
+    """A readable, fixed-size disk.
+
+    `allocated_extents` yields sorted, non-overlapping `(offset, length)` ranges that may hold
+    non-zero data; everything outside them reads as zeros, so the engine never reads it.
+    A reader that cannot tell yields one extent covering the whole disk.
+    `read` returns exactly `length` bytes for ranges inside the disk (zeros where unallocated).
+    """
+
+    @property
+    def size_bytes(self) -> int: ...
+
+    def allocated_extents(self) -> Iterator[tuple[int, int]]: ...
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,107 @@
+"""A directory on a local (or network) filesystem.
+
+Writes go to a uniquely named temporary file in the target directory, are fsynced and then
+renamed over the key, so a crash or a concurrent writer never leaves a half-written object under
+its final name. Temporary files carry the `.tmp-` prefix and are never listed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from e3backup.core.errors import ObjectNotFound, StorageError
+from e3backup.storage.backend import BackendProperties, ObjectInfo, check_key
+
+TEMP_PREFIX = ".tmp-"
+
+
+class LocalBackend:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def properties(self) -> BackendProperties:
+        return BackendProperties(location=str(self.root), parallelism=4)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*check_key(key).split("/"))
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.parent / f"{TEMP_PREFIX}{path.name}-{secrets.token_hex(6)}"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                end = size if length is None else offset + length
+                if offset < 0 or end > size or end < offset:
+                    raise StorageError(f"range {offset}+{length} outside {key} ({size} bytes)")
+                f.seek(offset)
+                return f.read(end - offset)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object not found: {key}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            return ObjectInfo(key, self._path(key).stat().st_size)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object not found: {key}") from None
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        # Walk only the directory that can hold the prefix, then filter by the full key.
+        directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root.joinpath(*directory.split("/")) if directory else self.root
+        if not start.is_dir():
+            return
+        for dirpath, _dirnames, filenames in os.walk(start):
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            base = "" if rel == "." else rel + "/"
+            for name in filenames:
+                key = base + name
+                if name.startswith(TEMP_PREFIX) or not key.startswith(prefix):
+                    continue
+                try:
+                    size = os.stat(os.path.join(dirpath, name)).st_size
+                except FileNotFoundError:  # deleted while listing
+                    continue
+                yield ObjectInfo(key, size)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key}: {exc.strerror or exc}") from exc
+
+    def close(self) -> None:
+        pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable. Directories cannot be opened for fsync on Windows; skip there."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
