@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from stat import S_ISREG
 
 from e3backup.core.errors import ObjectNotFound, StorageError
 from e3backup.storage.backend import BackendProperties, ObjectInfo, check_key
@@ -56,24 +57,32 @@ class LocalBackend:
                     raise StorageError(f"range {offset}+{length} outside {key} ({size} bytes)")
                 f.seek(offset)
                 return f.read(end - offset)
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):  # a directory is a prefix, not an object
             raise ObjectNotFound(f"object not found: {key}") from None
         except OSError as exc:
             raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
     def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
         try:
-            return ObjectInfo(key, self._path(key).stat().st_size)
+            st = path.stat()
         except FileNotFoundError:
             raise ObjectNotFound(f"object not found: {key}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot stat {path}: {exc.strerror or exc}") from exc
+        if not S_ISREG(st.st_mode):
+            raise ObjectNotFound(f"object not found: {key}")
+        return ObjectInfo(key, st.st_size)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # Walk only the directory that can hold the prefix, then filter by the full key.
         directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root.joinpath(*directory.split("/")) if directory else self.root
         if not start.is_dir():
+            if self.root.exists() and not self.root.is_dir():
+                raise StorageError(f"cannot list {self.root}: not a directory")
             return
-        for dirpath, _dirnames, filenames in os.walk(start):
+        for dirpath, _dirnames, filenames in os.walk(start, onerror=_raise_list_error):
             rel = Path(dirpath).relative_to(self.root).as_posix()
             base = "" if rel == "." else rel + "/"
             for name in filenames:
@@ -89,11 +98,20 @@ class LocalBackend:
     def delete(self, key: str) -> None:
         try:
             self._path(key).unlink(missing_ok=True)
+        except IsADirectoryError:  # a prefix of other keys, not an object: nothing to delete
+            pass
         except OSError as exc:
             raise StorageError(f"cannot delete {key}: {exc.strerror or exc}") from exc
 
     def close(self) -> None:
         pass
+
+
+def _raise_list_error(exc: OSError) -> None:
+    """os.walk skips unreadable directories by default; a listing must not silently omit keys."""
+    if isinstance(exc, FileNotFoundError):  # removed while listing
+        return
+    raise StorageError(f"cannot list {exc.filename}: {exc.strerror or exc}") from exc
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -23,6 +23,7 @@ class MemoryBackend:
             self._objects[key] = bytes(data)
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        check_key(key)
         with self._lock:
             try:
                 data = self._objects[key]
@@ -31,6 +32,7 @@ class MemoryBackend:
         return slice_range(key, data, offset, length)
 
     def stat(self, key: str) -> ObjectInfo:
+        check_key(key)
         with self._lock:
             if key not in self._objects:
                 raise ObjectNotFound(f"object not found: {key}")
@@ -38,10 +40,13 @@ class MemoryBackend:
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         with self._lock:
-            items = [ObjectInfo(k, len(v)) for k, v in self._objects.items() if k.startswith(prefix)]
+            items = [
+                ObjectInfo(k, len(v)) for k, v in self._objects.items() if k.startswith(prefix)
+            ]
         yield from items
 
     def delete(self, key: str) -> None:
+        check_key(key)
         with self._lock:
             self._objects.pop(key, None)
 
