@@ -132,3 +132,25 @@ def is_block_device(path_or_fd: str | os.PathLike[str] | int) -> bool:
         return stat.S_ISBLK(os.stat(path_or_fd).st_mode)
     except OSError:
         return False
+
+
+def open_for_write(path: str | os.PathLike[str], create: bool) -> int:
+    """Open a restore target for positional writes (created empty when `create`)."""
+    flags = os.O_WRONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if create:
+        flags |= os.O_CREAT | os.O_EXCL
+    return os.open(path, flags, 0o600)
+
+
+def pwrite(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of `data` at `offset` without moving the file position (several threads)."""
+    view = memoryview(data)
+    while view:
+        if _IS_WINDOWS:
+            with _SEEK_READ_LOCK:
+                os.lseek(fd, offset, os.SEEK_SET)
+                written = os.write(fd, view)
+        else:
+            written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written

@@ -1,0 +1,88 @@
+"""Shared CLI state: where the repository is and how to get its password."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from e3backup.core.cancel import CancelToken
+from e3backup.core.errors import UsageError
+from e3backup.repo.repository import Repository
+from e3backup.storage.backend import Backend
+from e3backup.storage.local import LocalBackend
+
+PASSWORD_ENV = "E3BACKUP_PASSWORD"
+REPO_ENV = "E3BACKUP_REPO"
+
+
+@dataclass
+class CliContext:
+    repo_location: str | None
+    password_file: Path | None
+
+    def backend(self) -> Backend:
+        if not self.repo_location:
+            raise UsageError(f"no repository given: pass --repo or set {REPO_ENV}")
+        location = self.repo_location
+        if "://" in location:
+            scheme = location.split("://", 1)[0]
+            raise UsageError(f"repository scheme {scheme}:// is not supported yet (use a path)")
+        return LocalBackend(Path(location))
+
+    def password(self, confirm: bool = False) -> str:
+        if self.password_file is not None:
+            try:
+                text = self.password_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot read password file {self.password_file}: {exc}") from exc
+            password = text.rstrip("\r\n")
+        elif os.environ.get(PASSWORD_ENV):
+            password = os.environ[PASSWORD_ENV]
+        elif sys.stdin.isatty():
+            password = getpass.getpass("repository password: ")
+            if confirm and getpass.getpass("repeat password: ") != password:
+                raise UsageError("the passwords do not match")
+        else:
+            raise UsageError(
+                f"a password is needed: set {PASSWORD_ENV}, pass --password-file, "
+                "or run in a terminal"
+            )
+        if not password:
+            raise UsageError("the password is empty")
+        return password
+
+    def open_repository(self) -> Repository:
+        backend = self.backend()
+        return Repository.open(backend, _LazyPassword(self).get)
+
+
+class _LazyPassword:
+    """Asks for the password only if the repository turns out to be encrypted."""
+
+    def __init__(self, ctx: CliContext) -> None:
+        self._ctx = ctx
+
+    def get(self) -> str:
+        return self._ctx.password()
+
+
+@contextmanager
+def cancel_on_interrupt() -> Iterator[CancelToken]:
+    """Ctrl-C / SIGTERM cancel the running engine, which stops promptly and cleans up."""
+    token = CancelToken()
+
+    def handler(signum: int, _frame: object) -> None:
+        token.cancel(f"cancelled by signal {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield token
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,71 @@
+"""Entry point: global options, command groups and the error → exit code translation."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from e3backup.cli import backup_cmd, demo_cmd, repo_cmd, restore_cmd, snapshots_cmd
+from e3backup.cli.context import PASSWORD_ENV, REPO_ENV, CliContext
+from e3backup.cli.output import error
+from e3backup.core.errors import E3Error
+
+app = typer.Typer(
+    name="e3backup",
+    help=(
+        "Deduplicating, compressing, encrypting backups of VM disks and images.\n\n"
+        f"The repository comes from --repo or ${REPO_ENV}; its password from ${PASSWORD_ENV}, "
+        "--password-file or a prompt."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(repo_cmd.app, name="repo")
+app.add_typer(backup_cmd.app, name="backup")
+app.command("snapshots")(snapshots_cmd.snapshots)
+app.command("restore")(restore_cmd.restore)
+app.command("demo")(demo_cmd.demo)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    repo: Annotated[
+        str | None,
+        typer.Option("--repo", "-r", envvar=REPO_ENV, help="Repository: a directory path."),
+    ] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option("--password-file", help="Read the repository password from this file."),
+    ] = None,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logs.")] = 0,
+) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = CliContext(repo, password_file)
+
+
+def run() -> None:
+    try:
+        app(standalone_mode=False)
+    except E3Error as exc:
+        error(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        error("interrupted")
+        sys.exit(130)
+    except typer.Abort:
+        error("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

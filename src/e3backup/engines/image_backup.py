@@ -1,0 +1,129 @@
+"""Backing up an image file or block device as one snapshot, and restoring it.
+
+Backups of the same path on the same host form one *source*: the latest snapshot of the source
+is the parent of the next backup (dedup base; the base for `--changed-extents`).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import blake3
+
+from e3backup.core.cancel import CancelToken
+from e3backup.core.errors import E3Error
+from e3backup.core.ids import new_id
+from e3backup.engines.backup import DiskBackup, DiskPlan, default_workers
+from e3backup.engines.progress import ProgressCallback, ProgressTracker
+from e3backup.engines.restore import DiskRestore
+from e3backup.engines.source import DiskReader
+from e3backup.repo.manifest import Snapshot
+from e3backup.repo.repository import Repository, hostname
+from e3backup.repo.session import WriteSession
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageBackupOptions:
+    tags: tuple[str, ...] = ()
+    changed_extents: list[tuple[int, int]] | None = None
+    workers: int | None = None
+
+
+def image_source_id(path: Path) -> str:
+    """Stable identity of an image path on this host."""
+    key = f"image\0{hostname()}\0{Path(path).resolve()}"
+    return blake3.blake3(key.encode()).hexdigest()[:32]
+
+
+def backup_image(
+    repo: Repository,
+    path: Path,
+    reader: DiskReader,
+    options: ImageBackupOptions | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> Snapshot:
+    options = options or ImageBackupOptions()
+    cancel = cancel or CancelToken()
+    source_id = image_source_id(path)
+    parent = repo.latest_for_source(source_id)
+    disk_name = Path(path).name
+    parent_disk = None
+    if parent is not None:
+        parent_disk = next((d for d in parent.disks if d.name == disk_name), None)
+    plan = DiskPlan(disk_name, reader, parent_disk, options.changed_extents)
+    plan.reason = _read_plan_reason(plan, reader, repo.config.chunk_size)
+    if plan.reason:  # the incremental base is unusable: read everything
+        plan.changed_extents = None
+    started = datetime.now(UTC)
+    tracker = ProgressTracker(reader.size_bytes, progress, current_item=str(path))
+    session = WriteSession(repo)
+    try:
+        workers = options.workers or default_workers()
+        with ThreadPoolExecutor(workers, thread_name_prefix="backup") as pool:
+            record = DiskBackup(session, tracker, cancel, workers).run(plan, pool)
+        snapshot = Snapshot(
+            id=new_id(),
+            time=started.isoformat(),
+            hostname=hostname(),
+            source_type="image",
+            source_id=source_id,
+            source_name=str(Path(path).resolve()),
+            backup_type="Incremental" if record.read_plan == "incremental" else "Full",
+            parent=parent.id if parent else None,
+            disks=[record],
+            tags=list(options.tags),
+            duration_s=tracker.elapsed_s,
+        )
+        session.commit(snapshot)
+    except BaseException:
+        cancel.cancel("backup stopped after an error")
+        session.abort()
+        raise
+    tracker.report()
+    return snapshot
+
+
+def _read_plan_reason(plan: DiskPlan, reader: DiskReader, chunk_size: int) -> str:
+    """Why changed extents cannot be used ('' when they can, or were not given)."""
+    if plan.changed_extents is None:
+        return ""
+    if plan.parent is None:
+        return "no parent snapshot of this source: full read"
+    if plan.parent.size_bytes != reader.size_bytes:
+        return "disk size changed since the parent snapshot: full read"
+    if plan.parent.chunk_size != chunk_size:
+        return "parent snapshot uses another chunk size: full read"
+    return ""
+
+
+def restore_disk(
+    repo: Repository,
+    snapshot: Snapshot,
+    disk_name: str | None,
+    target: Path,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> int:
+    """Restore one disk of a snapshot to `target`; returns the disk size."""
+    if disk_name is None:
+        if len(snapshot.disks) != 1:
+            names = ", ".join(d.name for d in snapshot.disks)
+            raise E3Error(f"snapshot has several disks ({names}); choose one with --disk")
+        disk = snapshot.disks[0]
+    else:
+        try:
+            disk = snapshot.disk(disk_name)
+        except KeyError as exc:
+            raise E3Error(str(exc.args[0])) from None
+    tracker = ProgressTracker(disk.size_bytes, progress, current_item=disk.name)
+    DiskRestore(repo, tracker, cancel).to_path(disk, target, overwrite)
+    tracker.report()
+    return disk.size_bytes

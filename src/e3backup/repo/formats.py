@@ -1,0 +1,76 @@
+"""Every magic number, version and binary layout of the repository format. NEVER CHANGE these:
+existing repositories depend on them. A new layout gets a new version number beside the old one.
+
+Blob      = b"E3" | version u8 | flags u8 | body
+            body (encrypted)   = nonce[12] | AES-256-GCM(payload, ad = object id + header)
+            body (unencrypted) = payload | keyed-BLAKE3(ad + header + payload)[:16]
+            payload is zstd-compressed when flags & COMPRESSED.
+Pack      = blob* | trailer blob | trailer_len u32 LE | b"E3PK"
+Trailer   = count u32 | count * PACK_ENTRY
+Index     = b"E3IX" | version u8 | count u32 | count * INDEX_ENTRY
+Page      = n * chunk id (32 bytes); the all-zero id means "this chunk is all zeros"
+"""
+
+from __future__ import annotations
+
+import struct
+
+FORMAT_VERSION = 1
+
+# Object layout ---------------------------------------------------------------------------------
+CONFIG_KEY = "config"
+KEYS_PREFIX = "keys/"
+PACKS_PREFIX = "packs/"
+INDEX_PREFIX = "index/"
+SNAPSHOTS_PREFIX = "snapshots/"
+SESSIONS_PREFIX = "sessions/"
+TOMBSTONES_PREFIX = "tombstones/"
+
+
+def pack_key(pack_id: bytes) -> str:
+    hex_id = pack_id.hex()
+    return f"{PACKS_PREFIX}{hex_id[:2]}/{hex_id}"
+
+
+# Blob ------------------------------------------------------------------------------------------
+BLOB_MAGIC = b"E3"
+BLOB_VERSION = 1
+BLOB_HEADER = struct.Struct("<2sBB")  # magic, version, flags
+FLAG_COMPRESSED = 0x01
+FLAG_ENCRYPTED = 0x02
+NONCE_BYTES = 12
+GCM_TAG_BYTES = 16
+PLAIN_MAC_BYTES = 16
+
+# Chunk ids -------------------------------------------------------------------------------------
+ID_BYTES = 32
+ZERO_ID = bytes(ID_BYTES)  # sentinel in pages: the chunk is all zeros and is not stored
+
+# Blob types inside packs ------------------------------------------------------------------------
+BLOB_DATA = 0  # disk chunk
+BLOB_PAGE = 1  # page of a disk index
+
+# Pack ------------------------------------------------------------------------------------------
+PACK_MAGIC = b"E3PK"
+PACK_FOOTER = struct.Struct("<I4s")  # trailer length, magic
+PACK_ENTRY = struct.Struct("<B32sIII")  # type, chunk id, offset, stored length, raw length
+TRAILER_COUNT = struct.Struct("<I")
+TRAILER_AD = b"e3backup pack trailer"
+
+# Index -----------------------------------------------------------------------------------------
+INDEX_MAGIC = b"E3IX"
+INDEX_VERSION = 1
+INDEX_HEADER = struct.Struct("<4sBI")  # magic, version, count
+INDEX_ENTRY = struct.Struct("<32sB32sIII")  # pack id, type, chunk id, offset, stored len, raw len
+
+# Disk index pages ------------------------------------------------------------------------------
+PAGE_ENTRIES = 1024  # chunk ids per page (32 KiB); pages dedupe across snapshots
+
+# Chunk size limits -----------------------------------------------------------------------------
+MIN_CHUNK_SIZE = 64 * 1024
+MAX_CHUNK_SIZE = 4 * 1024 * 1024
+
+# Key derivation defaults (scrypt: ~0.1 s and 32 MiB on a current core) --------------------------
+SCRYPT_N = 2**15
+SCRYPT_R = 8
+SCRYPT_P = 1

@@ -1,0 +1,235 @@
+"""Opening a repository and reading from it: config, keys, the chunk index, snapshots, chunks."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+from e3backup.core.errors import (
+    FormatError,
+    IntegrityError,
+    ObjectNotFound,
+    RepositoryExists,
+    RepositoryNotFound,
+    SnapshotNotFound,
+    UsageError,
+    WrongPassword,
+)
+from e3backup.core.ids import new_id
+from e3backup.repo import formats, keys
+from e3backup.repo.blob import BlobCodec
+from e3backup.repo.chunk_index import ChunkIndex, ChunkLocation
+from e3backup.repo.config import DEFAULT_CHUNK_SIZE, RepoConfig
+from e3backup.repo.index_file import decode_index
+from e3backup.repo.manifest import DiskRecord, Snapshot
+from e3backup.storage.backend import Backend
+
+log = logging.getLogger(__name__)
+
+
+class Repository:
+    """An open repository. Reads are thread-safe; writes go through `WriteSession`."""
+
+    def __init__(self, backend: Backend, config: RepoConfig, master: keys.MasterKeys) -> None:
+        self.backend = backend
+        self.config = config
+        self.codec = BlobCodec(master, config.compression_level)
+        self._index: ChunkIndex | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        backend: Backend,
+        password: str | None,
+        encryption: str = "aes-256-gcm",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        compression_level: int = 3,
+    ) -> Repository:
+        if _exists(backend, formats.CONFIG_KEY):
+            raise RepositoryExists(
+                f"a repository already exists at {backend.properties().location}"
+            )
+        if any(True for _ in backend.list("")):
+            raise RepositoryExists(
+                f"{backend.properties().location} is not empty; refusing to create a repository"
+            )
+        encrypted = encryption != "none"
+        if encrypted and not password:
+            raise UsageError("an encrypted repository needs a password")
+        master = keys.MasterKeys.generate(encrypted)
+        repo_id = new_id()
+        config = RepoConfig(
+            format_version=formats.FORMAT_VERSION,
+            repo_id=repo_id,
+            chunk_size=chunk_size,
+            encryption=encryption,
+            compression_level=compression_level,
+            id_key=None if encrypted else master.id_key.hex(),
+        )
+        if encrypted:
+            assert password is not None
+            backend.put(formats.KEYS_PREFIX + new_id(), keys.wrap(master, password, repo_id))
+        backend.put(formats.CONFIG_KEY, config.to_json())  # last: its presence means "ready"
+        return cls(backend, config, master)
+
+    @classmethod
+    def open(cls, backend: Backend, password: str | Callable[[], str] | None) -> Repository:
+        """Open an existing repository; `password` may be a callable asked only if needed."""
+        try:
+            config = RepoConfig.from_json(backend.get(formats.CONFIG_KEY))
+        except ObjectNotFound:
+            raise RepositoryNotFound(
+                f"no repository at {backend.properties().location} (create one with 'repo init')"
+            ) from None
+        if config.encryption == "none":
+            assert config.id_key is not None
+            return cls(backend, config, keys.MasterKeys(None, bytes.fromhex(config.id_key)))
+        if callable(password):
+            password = password()
+        if not password:
+            raise UsageError("this repository is encrypted: a password is required")
+        key_objects = list(backend.list(formats.KEYS_PREFIX))
+        if not key_objects:
+            raise FormatError("the repository has no key files")
+        for info in key_objects:
+            try:
+                master = keys.unwrap(backend.get(info.key), password, config.repo_id)
+            except WrongPassword:
+                continue
+            return cls(backend, config, master)
+        raise WrongPassword("wrong password for this repository")
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # --- chunk index ----------------------------------------------------------------------------
+
+    @property
+    def index(self) -> ChunkIndex:
+        if self._index is None:
+            self._index = self._load_index()
+        return self._index
+
+    def _load_index(self) -> ChunkIndex:
+        index = ChunkIndex()
+        names = [info.key for info in self.backend.list(formats.INDEX_PREFIX)]
+        workers = self.backend.properties().parallelism
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for entries in pool.map(self.read_index_object, names):
+                index.add_many(entries)
+        log.debug("loaded %d index objects, %d chunks", len(names), len(index))
+        return index
+
+    def read_index_object(self, key: str) -> list[tuple[bytes, ChunkLocation]]:
+        data = self.codec.decode(self.backend.get(key), key.encode())
+        try:
+            return list(decode_index(data))
+        except IntegrityError as exc:
+            raise IntegrityError(f"{key}: {exc}") from None
+
+    # --- reading chunks -------------------------------------------------------------------------
+
+    def locate(self, chunk_id: bytes) -> ChunkLocation:
+        loc = self.index.get(chunk_id)
+        if loc is None:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is referenced but not in the index")
+        return loc
+
+    def read_chunk(self, chunk_id: bytes) -> bytes:
+        loc = self.locate(chunk_id)
+        blob = self.backend.get(formats.pack_key(loc.pack_id), loc.offset, loc.length)
+        return self.decode_chunk(blob, chunk_id, loc)
+
+    def decode_chunk(self, blob: bytes | memoryview, chunk_id: bytes, loc: ChunkLocation) -> bytes:
+        try:
+            data = self.codec.decode_chunk(blob, chunk_id)
+        except IntegrityError as exc:
+            raise IntegrityError(f"pack {loc.pack_id.hex()[:16]}: {exc}") from None
+        if len(data) != loc.raw_length:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} has an unexpected length")
+        return data
+
+    def disk_chunk_ids(self, disk: DiskRecord) -> Iterator[bytes]:
+        """The chunk ids of a disk in order (ZERO_ID for all-zero chunks), one page at a time."""
+        count = -(-disk.size_bytes // disk.chunk_size)
+        produced = 0
+        for page_hex in disk.pages:
+            page = self.read_chunk(bytes.fromhex(page_hex))
+            if len(page) % formats.ID_BYTES:
+                raise IntegrityError(f"index page {page_hex[:16]} has a partial entry")
+            for pos in range(0, len(page), formats.ID_BYTES):
+                yield page[pos : pos + formats.ID_BYTES]
+            produced += len(page) // formats.ID_BYTES
+        if produced != count:
+            raise IntegrityError(
+                f"disk {disk.name}: index has {produced} chunks, expected {count} for its size"
+            )
+
+    # --- snapshots ------------------------------------------------------------------------------
+
+    def snapshot_ids(self) -> list[str]:
+        return [info.key.rsplit("/", 1)[1] for info in self.backend.list(formats.SNAPSHOTS_PREFIX)]
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        key = formats.SNAPSHOTS_PREFIX + snapshot_id
+        try:
+            data = self.codec.decode(self.backend.get(key), key.encode())
+        except ObjectNotFound:
+            raise SnapshotNotFound(f"snapshot {snapshot_id} not found") from None
+        snapshot = Snapshot.from_json(data)
+        if snapshot.id != snapshot_id:
+            raise IntegrityError(f"snapshot object {snapshot_id} holds snapshot {snapshot.id}")
+        return snapshot
+
+    def list_snapshots(self) -> list[Snapshot]:
+        """All snapshots, oldest first."""
+        ids = self.snapshot_ids()
+        with ThreadPoolExecutor(max_workers=self.backend.properties().parallelism) as pool:
+            snapshots = list(pool.map(self.load_snapshot, ids))
+        return sorted(snapshots, key=lambda s: (s.time, s.id))
+
+    def find_snapshot(self, ref: str, source_id: str | None = None) -> Snapshot:
+        """Resolve 'latest', a full id or a unique id prefix (≥ 4 hex digits)."""
+        if ref == "latest":
+            candidates = [s for s in self.list_snapshots() if source_id in (None, s.source_id)]
+            if not candidates:
+                raise SnapshotNotFound("the repository has no snapshots yet")
+            return candidates[-1]
+        if len(ref) < 4 or any(c not in "0123456789abcdef" for c in ref.lower()):
+            raise UsageError(
+                f"{ref!r} is not a snapshot id (use 'latest' or an id from 'snapshots')"
+            )
+        matches = [sid for sid in self.snapshot_ids() if sid.startswith(ref.lower())]
+        if not matches:
+            raise SnapshotNotFound(f"no snapshot with id {ref}")
+        if len(matches) > 1:
+            raise UsageError(f"snapshot id prefix {ref} is ambiguous ({len(matches)} matches)")
+        return self.load_snapshot(matches[0])
+
+    def latest_for_source(self, source_id: str) -> Snapshot | None:
+        try:
+            return self.find_snapshot("latest", source_id)
+        except SnapshotNotFound:
+            return None
+
+
+def _exists(backend: Backend, key: str) -> bool:
+    try:
+        backend.stat(key)
+    except ObjectNotFound:
+        return False
+    return True
+
+
+def hostname() -> str:
+    return os.environ.get("E3BACKUP_HOSTNAME") or _platform_node()
+
+
+def _platform_node() -> str:
+    import platform
+
+    return platform.node() or "localhost"

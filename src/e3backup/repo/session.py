@@ -1,0 +1,195 @@
+"""Write sessions: the only way data enters a repository.
+
+Order of durability, which is what keeps a killed backup harmless:
+  1. `sessions/<id>` is written (so a concurrent prune knows a writer is active);
+  2. packs are uploaded; only after a pack is stored is it recorded in an index object;
+  3. the snapshot manifest is written after every index object it depends on;
+  4. the session object is removed.
+A crash at any point leaves complete objects only: packs nobody indexes (garbage for prune) or
+indexed chunks no snapshot references yet (reused by the next backup).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import blake3
+
+from e3backup.core.errors import E3Error, StorageError
+from e3backup.core.ids import new_id
+from e3backup.repo import formats
+from e3backup.repo.chunk_index import ChunkLocation
+from e3backup.repo.index_file import encode_index
+from e3backup.repo.manifest import Snapshot
+from e3backup.repo.pack import PackBuilder, PackEntry
+from e3backup.repo.repository import Repository, hostname
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PACK_BYTES = 16 * 1024 * 1024
+INDEX_FLUSH_PACKS = 32
+
+
+class WriteSession:
+    """Thread-safe: many pipeline workers call `store` concurrently."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        pack_target_bytes: int = DEFAULT_PACK_BYTES,
+        upload_parallelism: int | None = None,
+    ) -> None:
+        self.repo = repo
+        self.id = new_id()
+        self.pack_target_bytes = pack_target_bytes
+        parallelism = upload_parallelism or repo.backend.properties().parallelism
+        self._uploads = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="upload")
+        self._slots = threading.BoundedSemaphore(parallelism + 1)  # packs in memory at once
+        self._lock = threading.Lock()
+        self._reserved: set[bytes] = set()
+        self._builder = PackBuilder()
+        self._pending: list[Future[list[tuple[bytes, ChunkLocation]]]] = []
+        self._unindexed: list[tuple[bytes, ChunkLocation]] = []
+        self._unindexed_packs = 0
+        self._error: BaseException | None = None
+        self.bytes_uploaded = 0
+        self.started_at = datetime.now(UTC)
+        self._closed = False
+        self._write_session_object()
+
+    # --- storing --------------------------------------------------------------------------------
+
+    def store(self, blob_type: int, data: bytes, chunk_id: bytes) -> int:
+        """Store a blob unless the repository already has it; returns encoded bytes added."""
+        self._raise_upload_error()
+        with self._lock:
+            if chunk_id in self._reserved or chunk_id in self.repo.index:
+                return 0
+            self._reserved.add(chunk_id)
+        blob = self.repo.codec.encode(data, chunk_id)
+        full: PackBuilder | None = None
+        with self._lock:
+            self._builder.add(blob_type, chunk_id, blob, len(data))
+            if self._builder.size_bytes >= self.pack_target_bytes:
+                full, self._builder = self._builder, PackBuilder()
+        if full is not None:
+            self._submit(full)
+        return len(blob)
+
+    def _submit(self, builder: PackBuilder) -> None:
+        self._slots.acquire()
+        try:
+            future = self._uploads.submit(self._upload_pack, builder)
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._lock:
+            self._pending.append(future)
+        self._collect(block=False)
+
+    def _upload_pack(self, builder: PackBuilder) -> list[tuple[bytes, ChunkLocation]]:
+        try:
+            pack_id, data, entries = builder.finish(self.repo.codec)
+            self.repo.backend.put(formats.pack_key(pack_id), data)
+            with self._lock:
+                self.bytes_uploaded += len(data)
+            return [(e.chunk_id, _location(pack_id, e)) for e in entries]
+        finally:
+            self._slots.release()
+
+    def _collect(self, block: bool) -> None:
+        """Move finished uploads into the index; write an index object every few packs."""
+        with self._lock:
+            pending = self._pending
+            done = [f for f in pending if block or f.done()]
+            self._pending = [f for f in pending if f not in done]
+        for future in done:
+            try:
+                entries = future.result()
+            except BaseException as exc:
+                self._error = self._error or exc
+                continue
+            self.repo.index.add_many(entries)
+            with self._lock:
+                self._reserved.difference_update(cid for cid, _ in entries)
+                self._unindexed.extend(entries)
+                self._unindexed_packs += 1
+        if self._unindexed_packs >= INDEX_FLUSH_PACKS or (block and self._unindexed):
+            self._write_index()
+        self._raise_upload_error()
+
+    def _raise_upload_error(self) -> None:
+        if self._error is not None:
+            if isinstance(self._error, E3Error):
+                raise self._error
+            raise StorageError(f"upload failed: {self._error}") from self._error
+
+    def _write_index(self) -> None:
+        with self._lock:
+            entries, self._unindexed, self._unindexed_packs = self._unindexed, [], 0
+        if not entries:
+            return
+        payload = encode_index(entries)
+        key = formats.INDEX_PREFIX + blake3.blake3(payload).hexdigest()
+        self.repo.backend.put(key, self.repo.codec.encode(payload, key.encode()))
+        self._write_session_object()  # doubles as the heartbeat
+
+    def flush(self) -> None:
+        """Upload the partial pack and wait until everything stored so far is indexed."""
+        with self._lock:
+            builder, self._builder = self._builder, PackBuilder()
+        if len(builder):
+            self._submit(builder)
+        self._collect(block=True)
+
+    # --- finishing ------------------------------------------------------------------------------
+
+    def commit(self, snapshot: Snapshot) -> None:
+        """Make the snapshot durable: everything it references is indexed before it is written."""
+        self.flush()
+        key = formats.SNAPSHOTS_PREFIX + snapshot.id
+        self.repo.backend.put(key, self.repo.codec.encode(snapshot.to_json(), key.encode()))
+        self.close()
+
+    def abort(self) -> None:
+        """Stop: index what was uploaded (reusable by the next backup), drop the session."""
+        if self._closed:
+            return
+        with self._lock:
+            self._builder = PackBuilder()
+        try:
+            self._collect(block=True)
+        except E3Error as exc:
+            log.warning("while aborting the write session: %s", exc)
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._uploads.shutdown(wait=True)
+        self.repo.backend.delete(self._session_key)
+
+    @property
+    def _session_key(self) -> str:
+        return formats.SESSIONS_PREFIX + self.id
+
+    def _write_session_object(self) -> None:
+        doc = {
+            "id": self.id,
+            "hostname": hostname(),
+            "started_at": self.started_at.isoformat(),
+            "heartbeat_at": datetime.now(UTC).isoformat(),
+            "heartbeat_unix": time.time(),
+        }
+        key = self._session_key
+        self.repo.backend.put(key, self.repo.codec.encode(json.dumps(doc).encode(), key.encode()))
+
+
+def _location(pack_id: bytes, entry: PackEntry) -> ChunkLocation:
+    return ChunkLocation(pack_id, entry.blob_type, entry.offset, entry.length, entry.raw_length)
