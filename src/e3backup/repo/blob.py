@@ -79,6 +79,8 @@ class BlobCodec:
         if flags & formats.FLAG_ENCRYPTED:
             if self._aead is None:
                 raise IntegrityError("encrypted blob in an unencrypted repository")
+            if len(body) < formats.NONCE_BYTES + formats.GCM_TAG_BYTES:
+                raise IntegrityError("blob truncated")
             nonce = bytes(body[: formats.NONCE_BYTES])
             try:
                 plain = self._aead.decrypt(nonce, bytes(body[formats.NONCE_BYTES :]), ad + header)
