@@ -71,6 +71,8 @@ def unwrap(data: bytes, password: str, repo_id: str) -> MasterKeys:
         material = AESGCM(kek).decrypt(nonce, wrapped, repo_id.encode())
     except InvalidTag:
         raise WrongPassword("wrong password: it does not open any key of this repository") from None
+    except ValueError as exc:  # e.g. a nonce of impossible length
+        raise FormatError(f"damaged key file: {exc}") from exc
     return MasterKeys(material[:32], material[32:64])
 
 
