@@ -51,21 +51,12 @@ def main(
 
 
 def run() -> None:
+    """Console entry: usage errors are Typer's (exit 2); ours print one line and their code."""
     try:
-        app(standalone_mode=False)
+        app()
     except E3Error as exc:
         error(str(exc))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         error("interrupted")
         sys.exit(130)
-    except typer.Abort:
-        error("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

@@ -84,38 +84,38 @@ class DiskBackup:
         record.read_plan = "incremental" if incremental else "full"
         record.read_plan_reason = plan.reason
         pages = DiskIndexWriter(self.session)
-        window: deque[tuple[int, bytes | Future[ChunkResult]]] = deque()
+        window: deque[tuple[bytes | Future[ChunkResult], bytes | None]] = deque()
         max_in_flight = self.workers * 4
 
         def drain(limit: int) -> None:
-            while len(window) > limit or (window and not isinstance(window[0][1], Future)):
-                chunk_no, item = window.popleft()
-                result = item.result() if isinstance(item, Future) else None
-                chunk_id = result.chunk_id if result else item
-                assert isinstance(chunk_id, bytes)
-                if result is not None:
+            """Consume results in disk order, so index pages stream out."""
+            while len(window) > limit or (window and not isinstance(window[0][0], Future)):
+                item, parent_id = window.popleft()
+                if isinstance(item, Future):
+                    result = item.result()
                     record.bytes_read += result.read_bytes
                     record.bytes_uploaded += result.stored_bytes
-                    if chunk_id == formats.ZERO_ID:
+                    if result.chunk_id == formats.ZERO_ID:
                         record.chunks_zero += 1
-                    elif cursor is None or (
-                        chunk_no < cursor.count and cursor.get(chunk_no) != chunk_id
-                    ):
+                    elif result.chunk_id != parent_id:
                         record.bytes_changed += result.read_bytes
-                pages.append(chunk_id)
+                    item = result.chunk_id
+                pages.append(item)
 
         for chunk_no in range(count):
             self.cancel.raise_if_cancelled()
             length = min(self.chunk_size, size - chunk_no * self.chunk_size)
+            parent_id = cursor.get(chunk_no) if cursor and chunk_no < cursor.count else None
             if chunk_no == next_read:
-                window.append((chunk_no, pool.submit(self._process, reader, chunk_no, length)))
+                future = pool.submit(self._process, reader, chunk_no, length)
+                window.append((future, parent_id))
                 next_read = next(to_read, count)
             else:
                 # Not read: all zeros (full) or unchanged since the parent (incremental).
-                inherited = cursor.get(chunk_no) if incremental and cursor else formats.ZERO_ID
+                inherited = parent_id if incremental and parent_id else formats.ZERO_ID
                 if inherited == formats.ZERO_ID:
                     record.chunks_zero += 1
-                window.append((chunk_no, inherited))
+                window.append((inherited, parent_id))
                 self.tracker.add(processed=length)
             drain(max_in_flight)
         drain(0)

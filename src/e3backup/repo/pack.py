@@ -28,28 +28,29 @@ class PackBuilder:
     """Accumulates encoded blobs; `finish` returns (pack id, bytes, entries). Not thread-safe."""
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = []
+        self._data = bytearray()  # one growing buffer: no second copy when the pack is sealed
         self.entries: list[PackEntry] = []
-        self.size_bytes = 0
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self._data)
 
     def add(self, blob_type: int, chunk_id: bytes, blob: bytes, raw_length: int) -> None:
-        self.entries.append(PackEntry(blob_type, chunk_id, self.size_bytes, len(blob), raw_length))
-        self._parts.append(blob)
-        self.size_bytes += len(blob)
+        self.entries.append(PackEntry(blob_type, chunk_id, len(self._data), len(blob), raw_length))
+        self._data += blob
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def finish(self, codec: BlobCodec) -> tuple[bytes, bytes, list[PackEntry]]:
+    def finish(self, codec: BlobCodec) -> tuple[bytes, bytearray, list[PackEntry]]:
         body = formats.TRAILER_COUNT.pack(len(self.entries)) + b"".join(
             formats.PACK_ENTRY.pack(e.blob_type, e.chunk_id, e.offset, e.length, e.raw_length)
             for e in self.entries
         )
         trailer = codec.encode(body, formats.TRAILER_AD)
-        self._parts.append(trailer)
-        self._parts.append(formats.PACK_FOOTER.pack(len(trailer), formats.PACK_MAGIC))
-        data = b"".join(self._parts)
-        self._parts = []
+        data, self._data = self._data, bytearray()
+        data += trailer
+        data += formats.PACK_FOOTER.pack(len(trailer), formats.PACK_MAGIC)
         # Content-addressed: re-uploading the same pack is idempotent.
         return blake3.blake3(data).digest(), data, self.entries
 

@@ -49,7 +49,7 @@ class WriteSession:
         self.pack_target_bytes = pack_target_bytes
         parallelism = upload_parallelism or repo.backend.properties().parallelism
         self._uploads = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="upload")
-        self._slots = threading.BoundedSemaphore(parallelism + 1)  # packs in memory at once
+        self._slots = threading.BoundedSemaphore(parallelism)  # sealed packs held in memory
         self._lock = threading.Lock()
         self._reserved: set[bytes] = set()
         self._builder = PackBuilder()
@@ -95,7 +95,7 @@ class WriteSession:
     def _upload_pack(self, builder: PackBuilder) -> list[tuple[bytes, ChunkLocation]]:
         try:
             pack_id, data, entries = builder.finish(self.repo.codec)
-            self.repo.backend.put(formats.pack_key(pack_id), data)
+            self.repo.backend.put(formats.pack_key(pack_id), memoryview(data))
             with self._lock:
                 self.bytes_uploaded += len(data)
             return [(e.chunk_id, _location(pack_id, e)) for e in entries]

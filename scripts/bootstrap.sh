@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install everything e3backup needs on a fresh Debian 12 machine, then run one job:
+#   scripts/bootstrap.sh demo    guided backup/restore round trip on embedded defaults
+#   scripts/bootstrap.sh test    lint, type check and the whole test suite
+# System packages come from apt-get (only the missing ones are installed), Python packages go
+# into ./.venv. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+job="${1:-demo}"
+# Debian packages the test suite needs (the benchmarks install restic/borg themselves).
+APT_PACKAGES=(ca-certificates)
+# Debian's own python3 needs python3-venv for `python3 -m venv`; other Pythons bring it.
+python3 -c "import ensurepip" 2>/dev/null || APT_PACKAGES+=(python3-venv)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "bootstrap: installing ${missing[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+case "$job" in
+    demo)
+        exec .venv/bin/e3backup demo
+        ;;
+    test)
+        .venv/bin/ruff check src tests bench
+        .venv/bin/ruff format --check src tests bench
+        .venv/bin/mypy
+        exec .venv/bin/pytest -q
+        ;;
+    *)
+        echo "usage: $0 demo|test" >&2
+        exit 2
+        ;;
+esac
