@@ -22,8 +22,8 @@ from rich.progress import (
 from e3backup.engines.progress import Progress as EngineProgress
 from e3backup.engines.progress import ProgressCallback
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def print_json(doc: Any) -> None:
