@@ -93,6 +93,8 @@ class DiskBackup:
                 item, parent_id = window.popleft()
                 if isinstance(item, Future):
                     result = item.result()
+                    # After a cancel, _process returns placeholder zero ids: never index them.
+                    self.cancel.raise_if_cancelled()
                     record.bytes_read += result.read_bytes
                     record.bytes_uploaded += result.stored_bytes
                     if result.chunk_id == formats.ZERO_ID:
