@@ -171,6 +171,7 @@ class DiskRestore:
         if errors:
             first = errors[0]
             raise first if isinstance(first, E3Error) else E3Error(f"restore failed: {first}")
+        self.cancel.raise_if_cancelled()  # runs skipped after a cancel left gaps in the target
 
     def _fetch_and_write(self, fd: int, run: FetchRun) -> None:
         size = run.end - run.start
