@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class ChunkResult:
     chunk_id: bytes
     read_bytes: int
-    stored_bytes: int
+    blob: bytes | None = None  # encoded, when the chunk is new to the repository
 
 
 @dataclass
@@ -93,10 +93,15 @@ class DiskBackup:
                 item, parent_id = window.popleft()
                 if isinstance(item, Future):
                     result = item.result()
-                    # After a cancel, _process returns placeholder zero ids: never index them.
+                    # After a cancel, _process returns placeholder ids: never index them.
                     self.cancel.raise_if_cancelled()
                     record.bytes_read += result.read_bytes
-                    record.bytes_uploaded += result.stored_bytes
+                    if result.blob is not None:
+                        # Appended in disk order, so restores read long runs per pack.
+                        self.session.add_blob(
+                            formats.BLOB_DATA, result.chunk_id, result.blob, result.read_bytes
+                        )
+                        record.bytes_uploaded += len(result.blob)
                     if result.chunk_id == formats.ZERO_ID:
                         record.chunks_zero += 1
                     elif result.chunk_id != parent_id:
@@ -126,12 +131,12 @@ class DiskBackup:
 
     def _process(self, reader: DiskReader, chunk_no: int, length: int) -> ChunkResult:
         if self.cancel.cancelled:
-            return ChunkResult(formats.ZERO_ID, 0, 0)  # result is discarded: run() raises
+            return ChunkResult(formats.ZERO_ID, 0)  # discarded: the engine raises CancelledError
         data = reader.read(chunk_no * self.chunk_size, length)
         if data == self._zero[:length]:
             self.tracker.add(processed=length, read=length)
-            return ChunkResult(formats.ZERO_ID, length, 0)
+            return ChunkResult(formats.ZERO_ID, length)
         chunk_id = self.codec.chunk_id(data)
-        stored = self.session.store(formats.BLOB_DATA, data, chunk_id)
-        self.tracker.add(processed=length, transferred=stored, read=length)
-        return ChunkResult(chunk_id, length, stored)
+        blob = self.codec.encode(data, chunk_id) if self.session.reserve(chunk_id) else None
+        self.tracker.add(processed=length, transferred=len(blob or b""), read=length)
+        return ChunkResult(chunk_id, length, blob)

@@ -66,20 +66,31 @@ class WriteSession:
 
     def store(self, blob_type: int, data: bytes, chunk_id: bytes) -> int:
         """Store a blob unless the repository already has it; returns encoded bytes added."""
+        if not self.reserve(chunk_id):
+            return 0
+        blob = self.repo.codec.encode(data, chunk_id)
+        self.add_blob(blob_type, chunk_id, blob, len(data))
+        return len(blob)
+
+    def reserve(self, chunk_id: bytes) -> bool:
+        """True if the caller must encode and `add_blob` this chunk; False if it is stored
+        already (or being stored by this session)."""
         self._raise_upload_error()
         with self._lock:
             if chunk_id in self._reserved or chunk_id in self.repo.index:
-                return 0
+                return False
             self._reserved.add(chunk_id)
-        blob = self.repo.codec.encode(data, chunk_id)
+            return True
+
+    def add_blob(self, blob_type: int, chunk_id: bytes, blob: bytes, raw_length: int) -> None:
+        """Append an encoded blob to the current pack (packs keep the order of calls)."""
         full: PackBuilder | None = None
         with self._lock:
-            self._builder.add(blob_type, chunk_id, blob, len(data))
+            self._builder.add(blob_type, chunk_id, blob, raw_length)
             if self._builder.size_bytes >= self.pack_target_bytes:
                 full, self._builder = self._builder, PackBuilder()
         if full is not None:
             self._submit(full)
-        return len(blob)
 
     def _submit(self, builder: PackBuilder) -> None:
         self._slots.acquire()
