@@ -48,10 +48,9 @@ class Command:
 
     def available(self) -> bool:
         try:
-            self.path
+            return bool(self.path)
         except CommandFailed:
             return False
-        return True
 
     def run(
         self,
