@@ -93,6 +93,10 @@ class SourceError(E3Error):
     exit_code = 30
 
 
+class ImageFormatError(SourceError):
+    """A disk image file (VHDX, ...) is malformed, unsupported or needs repair before reading."""
+
+
 class CommandFailed(E3Error):
     """An external tool exited with an unexpected status."""
 
