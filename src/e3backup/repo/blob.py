@@ -78,7 +78,9 @@ class BlobCodec:
         body = blob[formats.BLOB_HEADER.size :]
         if flags & formats.FLAG_ENCRYPTED:
             if self._aead is None:
-                raise IntegrityError("encrypted blob in an unencrypted repository")
+                raise IntegrityError(
+                    "blob header damaged (marked encrypted in an unencrypted repository)"
+                )
             if len(body) < formats.NONCE_BYTES + formats.GCM_TAG_BYTES:
                 raise IntegrityError("blob truncated")
             nonce = bytes(body[: formats.NONCE_BYTES])
@@ -88,7 +90,9 @@ class BlobCodec:
                 raise IntegrityError("blob failed authentication (corrupt or tampered)") from None
         else:
             if self._aead is not None:
-                raise IntegrityError("unencrypted blob in an encrypted repository")
+                raise IntegrityError(
+                    "blob header damaged (marked unencrypted in an encrypted repository)"
+                )
             if len(body) < formats.PLAIN_MAC_BYTES:
                 raise IntegrityError("blob truncated")
             plain_view, mac = body[: -formats.PLAIN_MAC_BYTES], body[-formats.PLAIN_MAC_BYTES :]
