@@ -13,7 +13,7 @@ from e3backup.core.units import format_bytes
 from e3backup.engines.image_backup import ImageBackupOptions, backup_image
 from e3backup.engines.read_plan import load_changed_extents
 from e3backup.repo.manifest import Snapshot
-from e3backup.sources.image import RawImageReader
+from e3backup.sources.detect import open_disk
 
 app = typer.Typer(help="Back up disks and images.", no_args_is_help=True)
 
@@ -21,7 +21,13 @@ app = typer.Typer(help="Back up disks and images.", no_args_is_help=True)
 @app.command("image")
 def image(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="Image file or block device to back up.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Disk to back up: a block device or an image file (raw, VHDX, qcow2, VMDK, "
+            "VDI, VHD; the format is detected from the content)."
+        ),
+    ],
     changed_extents: Annotated[
         Path | None,
         typer.Option(
@@ -46,7 +52,7 @@ def image(
     repo = cli.open_repository()
     options = ImageBackupOptions(tags=tuple(tag or ()), changed_extents=extents)
     with (
-        RawImageReader.open(path) as reader,
+        open_disk(path) as reader,
         cancel_on_interrupt() as cancel,
         progress_bar(f"backup {path.name}", enabled=not json_out) as progress,
     ):

@@ -11,6 +11,7 @@ from e3backup.cli.context import CliContext, cancel_on_interrupt
 from e3backup.cli.output import console, print_json, progress_bar
 from e3backup.core.units import format_bytes
 from e3backup.engines.image_backup import restore_disk
+from e3backup.engines.restore_targets import RESTORE_FORMATS
 
 
 def restore(
@@ -23,9 +24,14 @@ def restore(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing target file.")
     ] = False,
+    image_format: Annotated[
+        str,
+        typer.Option("--format", help=f"Output format: {', '.join(RESTORE_FORMATS)}."),
+    ] = "raw",
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Restore a disk of a snapshot as a sparse raw image, verifying every chunk.
+    """Restore a disk of a snapshot as a sparse image file (or onto a device), verifying every
+    chunk.
 
     The file appears under its name only when the restore is complete and verified.
     """
@@ -33,7 +39,7 @@ def restore(
     repo = cli.open_repository()
     found = repo.find_snapshot(snapshot)
     with cancel_on_interrupt() as cancel, progress_bar("restore", enabled=not json_out) as bar:
-        size = restore_disk(repo, found, disk, to, overwrite, bar, cancel)
+        size = restore_disk(repo, found, disk, to, overwrite, bar, cancel, image_format)
     if json_out:
         print_json({"snapshot": found.id, "target": str(to), "size_bytes": size})
     else:

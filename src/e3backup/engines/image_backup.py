@@ -20,6 +20,7 @@ from e3backup.core.ids import new_id
 from e3backup.engines.backup import DiskBackup, DiskPlan, default_workers
 from e3backup.engines.progress import ProgressCallback, ProgressTracker
 from e3backup.engines.restore import DiskRestore
+from e3backup.engines.restore_targets import open_target
 from e3backup.engines.source import DiskReader
 from e3backup.repo.manifest import Snapshot
 from e3backup.repo.repository import Repository, hostname
@@ -111,6 +112,7 @@ def restore_disk(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    image_format: str = "raw",
 ) -> int:
     """Restore one disk of a snapshot to `target`; returns the disk size."""
     if disk_name is None:
@@ -124,6 +126,7 @@ def restore_disk(
         except KeyError as exc:
             raise E3Error(str(exc.args[0])) from None
     tracker = ProgressTracker(disk.size_bytes, progress, current_item=disk.name)
-    DiskRestore(repo, tracker, cancel).to_path(disk, target, overwrite)
+    restore_target = open_target(Path(target), disk.size_bytes, image_format, overwrite)
+    DiskRestore(repo, tracker, cancel).run(disk, restore_target)
     tracker.report()
     return disk.size_bytes

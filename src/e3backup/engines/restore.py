@@ -3,25 +3,22 @@
 Chunk ids stream from the disk index page by page; runs of chunks stored next to each other in
 one pack are fetched with one ranged read; fetches run in parallel under a cap on bytes in flight;
 every chunk is decrypted and checked against its id before it is written at its offset. All-zero
-chunks are never written, so the restored file keeps the holes. The file is written under a
-temporary name and renamed only when complete: a failed restore never leaves a partial target.
+chunks are not written unless the target needs them (see restore_targets), so restored files
+keep their holes; the target is committed only when every chunk verified.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from e3backup.core import platform_io
 from e3backup.core.cancel import CancelToken
-from e3backup.core.errors import E3Error, UsageError
+from e3backup.core.errors import E3Error
 from e3backup.engines.progress import ProgressTracker
+from e3backup.engines.restore_targets import RestoreTarget
 from e3backup.repo import formats
 from e3backup.repo.chunk_index import ChunkLocation
 from e3backup.repo.manifest import DiskRecord
@@ -105,38 +102,17 @@ class DiskRestore:
         self.parallelism = parallelism or max(4, repo.backend.properties().parallelism)
         self.budget = _ByteBudget(in_flight_bytes)
 
-    def to_path(self, disk: DiskRecord, target: Path, overwrite: bool = False) -> None:
-        """Restore into a new regular file (atomically) or onto an existing block device."""
-        target = Path(target)
-        if platform_io.is_block_device(target):
-            fd = platform_io.open_for_write(target, create=False)
-            try:
-                if platform_io.block_device_size(fd) < disk.size_bytes:
-                    raise UsageError(f"{target} is smaller than the disk ({disk.size_bytes} bytes)")
-                self._write(disk, fd, write_zeros=True)
-            finally:
-                os.close(fd)
-            return
-        if target.exists() and not overwrite:
-            raise UsageError(f"{target} exists; choose another path or pass --overwrite")
-        if not target.parent.is_dir():
-            raise UsageError(f"directory {target.parent} does not exist")
-        temp = target.parent / f".{target.name}.e3partial-{secrets.token_hex(4)}"
-        fd = platform_io.open_for_write(temp, create=True)
+    def run(self, disk: DiskRecord, target: RestoreTarget) -> None:
+        """Write the disk into `target`, committing it only when every chunk verified."""
         try:
-            os.ftruncate(fd, disk.size_bytes)  # sparse: unwritten ranges stay holes
-            self._write(disk, fd, write_zeros=False)
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            os.replace(temp, target)
+            self._write(disk, target)
         except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            temp.unlink(missing_ok=True)
+            target.abort()
             raise
+        target.commit()
 
-    def _write(self, disk: DiskRecord, fd: int, write_zeros: bool) -> None:
+    def _write(self, disk: DiskRecord, target: RestoreTarget) -> None:
+        write_zeros = target.writes_zeros
         errors: list[BaseException] = []
         futures: set[Future[None]] = set()
         lock = threading.Lock()
@@ -156,12 +132,12 @@ class DiskRestore:
                         break
                     if isinstance(item, tuple):
                         if write_zeros:
-                            platform_io.pwrite(fd, bytes(item[1]), item[0])
+                            target.write(item[0], bytes(item[1]))
                         self.tracker.add(processed=item[1], transferred=item[1] * write_zeros)
                         continue
                     size = item.end - item.start
                     self.budget.acquire(size, self.cancel)
-                    future = pool.submit(self._fetch_and_write, fd, item)
+                    future = pool.submit(self._fetch_and_write, target, item)
                     with lock:
                         futures.add(future)
                     future.add_done_callback(done)
@@ -173,7 +149,7 @@ class DiskRestore:
             raise first if isinstance(first, E3Error) else E3Error(f"restore failed: {first}")
         self.cancel.raise_if_cancelled()  # runs skipped after a cancel left gaps in the target
 
-    def _fetch_and_write(self, fd: int, run: FetchRun) -> None:
+    def _fetch_and_write(self, target: RestoreTarget, run: FetchRun) -> None:
         size = run.end - run.start
         try:
             if self.cancel.cancelled:
@@ -182,7 +158,7 @@ class DiskRestore:
             for disk_offset, chunk_id, loc in run.items:
                 rel = loc.offset - run.start
                 plain = self.repo.decode_chunk(data[rel : rel + loc.length], chunk_id, loc)
-                platform_io.pwrite(fd, plain, disk_offset)
+                target.write(disk_offset, plain)
                 self.tracker.add(processed=len(plain), transferred=len(plain))
         finally:
             self.budget.release(size)
