@@ -1,0 +1,262 @@
+"""Load and validate the structure of one VHDX file: headers, regions, metadata and BAT.
+
+Every field is checked before it is used, and nothing is read or allocated on the strength of
+a size the file claims unless the file is at least that large, so a corrupt or hostile file
+costs at most its own size in memory and always ends in `ImageFormatError`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from e3backup.core.errors import ImageFormatError
+from e3backup.sources.vhdx import formats as f
+
+ReadAt = Callable[[int, int], bytes]
+U64Array = npt.NDArray[np.uint64]
+_ZERO_GUID = uuid.UUID(int=0)
+_PAYLOAD_STATES = (0, 1, 2, 3, 5, 6)
+
+
+@dataclass(frozen=True)
+class VhdxLayout:
+    """The validated structure of one VHDX file (not its parents)."""
+
+    header: f.Header
+    block_size: int
+    leave_allocated: bool
+    has_parent: bool
+    virtual_size: int
+    logical_sector: int
+    physical_sector: int
+    page83: uuid.UUID
+    chunk_ratio: int
+    payload: U64Array  # BAT entry of each payload block, in block order
+    bitmaps: U64Array  # BAT entry of each chunk's sector bitmap (0 where the BAT has none)
+    parent_locator: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def data_blocks(self) -> int:
+        return len(self.payload)
+
+
+def load_layout(read_at: ReadAt, file_size: int, name: str) -> VhdxLayout:
+    """Parse and validate the file; `read_at(offset, length)` returns exactly `length` bytes."""
+
+    def bad(msg: str) -> ImageFormatError:
+        return ImageFormatError(f"{name}: not a valid VHDX file: {msg}")
+
+    if file_size < 2 * f.HEADER_AREA:
+        raise bad(f"{file_size} bytes is too small")
+    if read_at(0, 8) != f.FILE_ID_SIGNATURE:
+        raise bad("missing 'vhdxfile' signature")
+    header = _current_header(read_at, bad)
+    if header.log_guid != _ZERO_GUID:
+        raise ImageFormatError(
+            f"{name}: the VHDX has a pending log: the disk was not shut down cleanly. Open it "
+            "once in Hyper-V (or run `qemu-img check -r all` on a copy) and back it up again"
+        )
+    if header.log_length % f.ALIGNMENT or header.log_offset % f.ALIGNMENT:
+        raise bad("log location not 1 MiB aligned")
+    if header.log_length and (
+        header.log_offset < f.HEADER_AREA or header.log_offset + header.log_length > file_size
+    ):
+        raise bad("log outside the file")
+    bat_region, meta_region = _regions(read_at, file_size, bad)
+    meta = _metadata(read_at, meta_region, bad)
+    return _with_bat(read_at, file_size, header, bat_region, meta, bad)
+
+
+def _current_header(read_at: ReadAt, bad: Callable[[str], ImageFormatError]) -> f.Header:
+    headers = [f.unpack_header(read_at(off, f.HEADER_SIZE)) for off in f.HEADER_OFFSETS]
+    valid = [h for h in headers if h is not None]
+    if not valid:
+        raise bad("neither header has a valid signature and checksum")
+    valid.sort(key=lambda h: h.sequence, reverse=True)
+    if len(valid) == 2 and valid[0].sequence == valid[1].sequence and valid[0] != valid[1]:
+        raise bad("both headers carry the same sequence number but differ")
+    current = valid[0]
+    if current.version != 1 or current.log_version != 0:
+        raise bad(f"unsupported version {current.version} (log version {current.log_version})")
+    return current
+
+
+def _regions(
+    read_at: ReadAt, file_size: int, bad: Callable[[str], ImageFormatError]
+) -> tuple[f.RegionEntry, f.RegionEntry]:
+    tables = [
+        f.unpack_region_table(read_at(o, f.REGION_TABLE_SIZE)) for o in f.REGION_TABLE_OFFSETS
+    ]
+    entries = next((t for t in tables if t is not None), None)
+    if entries is None:
+        raise bad("neither region table has a valid signature and checksum")
+    found: dict[uuid.UUID, f.RegionEntry] = {}
+    for e in entries:
+        if e.guid in found:
+            raise bad(f"region {e.guid} listed twice")
+        if e.guid not in (f.BAT_GUID, f.METADATA_GUID):
+            if e.required:
+                raise bad(f"unknown required region {e.guid}")
+            continue
+        if e.offset % f.ALIGNMENT or e.length % f.ALIGNMENT or e.length == 0:
+            raise bad(f"region {e.guid} is not 1 MiB aligned")
+        if e.offset < f.HEADER_AREA or e.offset + e.length > file_size:
+            raise bad(f"region {e.guid} lies outside the file")
+        found[e.guid] = e
+    if f.BAT_GUID not in found or f.METADATA_GUID not in found:
+        raise bad("BAT or metadata region missing")
+    bat, meta = found[f.BAT_GUID], found[f.METADATA_GUID]
+    if bat.offset < meta.offset + meta.length and meta.offset < bat.offset + bat.length:
+        raise bad("BAT and metadata regions overlap")
+    return bat, meta
+
+
+_ITEM_LENGTHS = {
+    f.FILE_PARAMETERS_GUID: 8,
+    f.VIRTUAL_DISK_SIZE_GUID: 8,
+    f.PAGE83_GUID: 16,
+    f.LOGICAL_SECTOR_GUID: 4,
+    f.PHYSICAL_SECTOR_GUID: 4,
+}
+
+
+def _metadata(
+    read_at: ReadAt, region: f.RegionEntry, bad: Callable[[str], ImageFormatError]
+) -> dict[uuid.UUID, bytes]:
+    """The values of the known metadata items, by GUID."""
+    entries = f.unpack_metadata_table(read_at(region.offset, f.METADATA_TABLE_SIZE))
+    if entries is None:
+        raise bad("metadata table signature or entry count is wrong")
+    values: dict[uuid.UUID, bytes] = {}
+    seen: set[tuple[uuid.UUID, bool]] = set()
+    for e in entries:
+        key = (e.item, bool(e.flags & f.META_IS_USER))
+        if key in seen:
+            raise bad(f"metadata item {e.item} listed twice")
+        seen.add(key)
+        if e.length == 0:
+            if e.offset != 0:
+                raise bad(f"metadata item {e.item} has no length but an offset")
+        elif (
+            e.offset < f.METADATA_TABLE_SIZE
+            or e.length > f.METADATA_MAX_ITEM
+            or e.offset + e.length > region.length
+        ):
+            raise bad(f"metadata item {e.item} lies outside the metadata region")
+        known = e.item in _ITEM_LENGTHS or e.item == f.PARENT_LOCATOR_GUID
+        if e.flags & f.META_IS_USER or not known:
+            if e.flags & f.META_IS_REQUIRED and not e.flags & f.META_IS_USER:
+                raise bad(f"unknown required metadata item {e.item}")
+            continue
+        expected = _ITEM_LENGTHS.get(e.item)
+        if expected is not None and e.length != expected:
+            raise bad(f"metadata item {e.item} has length {e.length}, expected {expected}")
+        values[e.item] = read_at(region.offset + e.offset, e.length)
+    missing = [g for g in _ITEM_LENGTHS if g not in values]
+    if missing:
+        raise bad(f"required metadata item {missing[0]} missing")
+    return values
+
+
+def _with_bat(
+    read_at: ReadAt,
+    file_size: int,
+    header: f.Header,
+    bat_region: f.RegionEntry,
+    meta: dict[uuid.UUID, bytes],
+    bad: Callable[[str], ImageFormatError],
+) -> VhdxLayout:
+    block_size = int.from_bytes(meta[f.FILE_PARAMETERS_GUID][:4], "little")
+    flags = int.from_bytes(meta[f.FILE_PARAMETERS_GUID][4:], "little")
+    virtual_size = int.from_bytes(meta[f.VIRTUAL_DISK_SIZE_GUID], "little")
+    logical = int.from_bytes(meta[f.LOGICAL_SECTOR_GUID], "little")
+    physical = int.from_bytes(meta[f.PHYSICAL_SECTOR_GUID], "little")
+    has_parent = bool(flags & f.FILE_PARAM_HAS_PARENT)
+    if not f.MIN_BLOCK_SIZE <= block_size <= f.MAX_BLOCK_SIZE or block_size & (block_size - 1):
+        raise bad(f"block size {block_size} is not a power of two between 1 and 256 MiB")
+    if logical not in f.SECTOR_SIZES or physical not in f.SECTOR_SIZES:
+        raise bad(f"sector sizes {logical}/{physical} are not 512 or 4096")
+    if not 0 < virtual_size <= f.MAX_VIRTUAL_SIZE or virtual_size % logical:
+        raise bad(f"virtual size {virtual_size} is not a positive multiple of {logical}")
+    locator: dict[str, str] = {}
+    if has_parent:
+        raw = meta.get(f.PARENT_LOCATOR_GUID)
+        parsed = f.unpack_parent_locator(raw) if raw is not None else None
+        if parsed is None or parsed[0] != f.VHDX_PARENT_LOCATOR_TYPE:
+            raise bad("differencing disk without a valid VHDX parent locator")
+        locator = parsed[1]
+        if "parent_linkage" not in locator:
+            raise bad("parent locator has no parent_linkage")
+    ratio = f.chunk_ratio(block_size, logical)
+    count = f.bat_entry_count(virtual_size, block_size, ratio, has_parent)
+    if count * 8 > bat_region.length:
+        raise bad(f"BAT region of {bat_region.length} bytes cannot hold {count} entries")
+    bat = np.frombuffer(read_at(bat_region.offset, count * 8), dtype="<u8").astype(np.uint64)
+    data_blocks = -(-virtual_size // block_size)
+    indices = np.arange(data_blocks, dtype=np.int64)
+    payload = bat[indices + indices // ratio]
+    chunks = -(-data_blocks // ratio)
+    bitmap_idx = np.arange(chunks, dtype=np.int64) * (ratio + 1) + ratio
+    bitmaps = np.zeros(chunks, dtype=np.uint64)
+    in_bat = bitmap_idx < count
+    bitmaps[in_bat] = bat[bitmap_idx[in_bat]]
+    _check_bat(payload, bitmaps, block_size, virtual_size, ratio, has_parent, file_size, bad)
+    return VhdxLayout(
+        header=header,
+        block_size=block_size,
+        leave_allocated=bool(flags & f.FILE_PARAM_LEAVE_ALLOCATED),
+        has_parent=has_parent,
+        virtual_size=virtual_size,
+        logical_sector=logical,
+        physical_sector=physical,
+        page83=uuid.UUID(bytes_le=meta[f.PAGE83_GUID]),
+        chunk_ratio=ratio,
+        payload=payload,
+        bitmaps=bitmaps,
+        parent_locator=locator,
+    )
+
+
+def _check_bat(
+    payload: U64Array,
+    bitmaps: U64Array,
+    block_size: int,
+    virtual_size: int,
+    ratio: int,
+    has_parent: bool,
+    file_size: int,
+    bad: Callable[[str], ImageFormatError],
+) -> None:
+    """Every state known, every data offset 1 MiB aligned (by construction) and inside the file."""
+    states = payload & np.uint64(f.BAT_STATE_MASK)
+    allowed = _PAYLOAD_STATES + ((f.PAYLOAD_PARTIALLY_PRESENT,) if has_parent else ())
+    if not np.isin(states, np.array(allowed, dtype=np.uint64)).all():
+        raise bad("BAT has a payload entry with an invalid state")
+    starts = (payload >> np.uint64(f.BAT_OFFSET_SHIFT)).astype(np.int64) if len(payload) else None
+    present = states >= np.uint64(f.PAYLOAD_FULLY_PRESENT)
+    if starts is not None and present.any():
+        # The last block may be cut short by the virtual size; only its used part must exist.
+        lengths = np.full(len(payload), block_size, dtype=np.int64)
+        lengths[-1] = virtual_size - (len(payload) - 1) * block_size
+        limit = file_size >> f.BAT_OFFSET_SHIFT
+        used = starts[present]
+        if (used < 1).any() or (used > limit).any():
+            raise bad("BAT points a payload block outside the file")
+        ends = used * f.MiB + lengths[present]
+        if (ends > file_size).any():
+            raise bad("BAT points a payload block past the end of the file")
+    sb_states = bitmaps & np.uint64(f.BAT_STATE_MASK)
+    if not np.isin(sb_states, np.array([f.SB_NOT_PRESENT, f.SB_PRESENT], np.uint64)).all():
+        raise bad("BAT has a sector bitmap entry with an invalid state")
+    sb_present = sb_states == np.uint64(f.SB_PRESENT)
+    sb_starts = (bitmaps[sb_present] >> np.uint64(f.BAT_OFFSET_SHIFT)).astype(np.int64)
+    if ((sb_starts < 1) | (sb_starts > (file_size - f.SECTOR_BITMAP_SIZE) // f.MiB)).any():
+        raise bad("BAT points a sector bitmap outside the file")
+    partial = np.flatnonzero(states == np.uint64(f.PAYLOAD_PARTIALLY_PRESENT))
+    if len(partial) and not sb_present[partial // ratio].all():
+        raise bad("partially present block without a sector bitmap")
