@@ -104,7 +104,7 @@ class DiskBackup:
                         record.bytes_uploaded += len(result.blob)
                     if result.chunk_id == formats.ZERO_ID:
                         record.chunks_zero += 1
-                    elif result.chunk_id != parent_id:
+                    if result.chunk_id != (parent_id or formats.ZERO_ID):
                         record.bytes_changed += result.read_bytes
                     item = result.chunk_id
                 pages.append(item)

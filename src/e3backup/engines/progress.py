@@ -41,6 +41,7 @@ class ProgressTracker:
         self._callback = callback
         self._interval_s = interval_s
         self._lock = threading.Lock()
+        self._report_lock = threading.Lock()
         self._started = time.monotonic()
         self._last_report = 0.0
         self.bytes_processed = 0
@@ -77,7 +78,8 @@ class ProgressTracker:
 
     def report(self) -> None:
         if self._callback is not None:
-            self._callback(self.snapshot())
+            with self._report_lock:  # serialized, so callbacks see counters only grow
+                self._callback(self.snapshot())
 
     @property
     def elapsed_s(self) -> float:

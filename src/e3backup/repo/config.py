@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from e3backup.core.errors import FormatError, UsageError
+from e3backup.core.errors import E3Error, FormatError, UsageError
 from e3backup.repo import formats
 
 ENCRYPTION_SCHEMES = ("aes-256-gcm", "none")
@@ -36,7 +36,7 @@ class RepoConfig:
         try:
             doc = json.loads(data)
             config = cls(**doc)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, E3Error) as exc:
             raise FormatError(f"repository config is damaged: {exc}") from exc
         if config.format_version != formats.FORMAT_VERSION:
             raise FormatError(

@@ -95,12 +95,18 @@ class Repository:
         key_objects = list(backend.list(formats.KEYS_PREFIX))
         if not key_objects:
             raise FormatError("the repository has no key files")
+        damaged: list[str] = []
         for info in key_objects:
             try:
                 master = keys.unwrap(backend.get(info.key), password, config.repo_id)
             except WrongPassword:
                 continue
+            except FormatError as exc:  # one damaged key file must not lock out the others
+                damaged.append(f"{info.key}: {exc}")
+                continue
             return cls(backend, config, master)
+        if damaged and len(damaged) == len(key_objects):
+            raise FormatError("every key file is damaged: " + "; ".join(damaged))
         raise WrongPassword("wrong password for this repository")
 
     def close(self) -> None:
