@@ -69,7 +69,7 @@ def load_layout(read_at: ReadAt, file_size: int, name: str) -> VhdxLayout:
         raise bad("log outside the file")
     bat_region, meta_region = _regions(read_at, file_size, bad)
     meta = _metadata(read_at, meta_region, bad)
-    return _with_bat(read_at, file_size, header, bat_region, meta, bad)
+    return _with_bat(read_at, file_size, header, bat_region, meta_region, meta, bad)
 
 
 def _current_header(read_at: ReadAt, bad: Callable[[str], ImageFormatError]) -> f.Header:
@@ -168,6 +168,7 @@ def _with_bat(
     file_size: int,
     header: f.Header,
     bat_region: f.RegionEntry,
+    meta_region: f.RegionEntry,
     meta: dict[uuid.UUID, bytes],
     bad: Callable[[str], ImageFormatError],
 ) -> VhdxLayout:
@@ -205,8 +206,7 @@ def _with_bat(
     bitmaps = np.zeros(chunks, dtype=np.uint64)
     in_bat = bitmap_idx < count
     bitmaps[in_bat] = bat[bitmap_idx[in_bat]]
-    _check_bat(payload, bitmaps, block_size, virtual_size, ratio, has_parent, file_size, bad)
-    return VhdxLayout(
+    layout = VhdxLayout(
         header=header,
         block_size=block_size,
         leave_allocated=bool(flags & f.FILE_PARAM_LEAVE_ALLOCATED),
@@ -220,43 +220,56 @@ def _with_bat(
         bitmaps=bitmaps,
         parent_locator=locator,
     )
+    reserved = [(0, f.HEADER_AREA), (bat_region.offset, bat_region.offset + bat_region.length)]
+    reserved.append((meta_region.offset, meta_region.offset + meta_region.length))
+    if header.log_length:
+        reserved.append((header.log_offset, header.log_offset + header.log_length))
+    _check_bat(layout, file_size, reserved, bad)
+    return layout
 
 
 def _check_bat(
-    payload: U64Array,
-    bitmaps: U64Array,
-    block_size: int,
-    virtual_size: int,
-    ratio: int,
-    has_parent: bool,
+    lay: VhdxLayout,
     file_size: int,
+    reserved: list[tuple[int, int]],
     bad: Callable[[str], ImageFormatError],
 ) -> None:
-    """Every state known, every data offset 1 MiB aligned (by construction) and inside the file."""
+    """Every state known; every block and bitmap inside the file, overlapping nothing else.
+
+    Offsets are 1 MiB aligned by construction (the BAT stores MiB). The overlap check also
+    bounds the work a hostile file can cause: its data blocks fit in its own size.
+    """
+    payload, bitmaps = lay.payload, lay.bitmaps
     states = payload & np.uint64(f.BAT_STATE_MASK)
-    allowed = _PAYLOAD_STATES + ((f.PAYLOAD_PARTIALLY_PRESENT,) if has_parent else ())
+    allowed = _PAYLOAD_STATES + ((f.PAYLOAD_PARTIALLY_PRESENT,) if lay.has_parent else ())
     if not np.isin(states, np.array(allowed, dtype=np.uint64)).all():
         raise bad("BAT has a payload entry with an invalid state")
-    starts = (payload >> np.uint64(f.BAT_OFFSET_SHIFT)).astype(np.int64) if len(payload) else None
-    present = states >= np.uint64(f.PAYLOAD_FULLY_PRESENT)
-    if starts is not None and present.any():
-        # The last block may be cut short by the virtual size; only its used part must exist.
-        lengths = np.full(len(payload), block_size, dtype=np.int64)
-        lengths[-1] = virtual_size - (len(payload) - 1) * block_size
-        limit = file_size >> f.BAT_OFFSET_SHIFT
-        used = starts[present]
-        if (used < 1).any() or (used > limit).any():
-            raise bad("BAT points a payload block outside the file")
-        ends = used * f.MiB + lengths[present]
-        if (ends > file_size).any():
-            raise bad("BAT points a payload block past the end of the file")
     sb_states = bitmaps & np.uint64(f.BAT_STATE_MASK)
     if not np.isin(sb_states, np.array([f.SB_NOT_PRESENT, f.SB_PRESENT], np.uint64)).all():
         raise bad("BAT has a sector bitmap entry with an invalid state")
+    present = states >= np.uint64(f.PAYLOAD_FULLY_PRESENT)
     sb_present = sb_states == np.uint64(f.SB_PRESENT)
-    sb_starts = (bitmaps[sb_present] >> np.uint64(f.BAT_OFFSET_SHIFT)).astype(np.int64)
-    if ((sb_starts < 1) | (sb_starts > (file_size - f.SECTOR_BITMAP_SIZE) // f.MiB)).any():
-        raise bad("BAT points a sector bitmap outside the file")
     partial = np.flatnonzero(states == np.uint64(f.PAYLOAD_PARTIALLY_PRESENT))
-    if len(partial) and not sb_present[partial // ratio].all():
+    if len(partial) and not sb_present[partial // lay.chunk_ratio].all():
         raise bad("partially present block without a sector bitmap")
+    # The last block may be cut short by the virtual size; only its used part must exist.
+    lengths = np.full(len(payload), lay.block_size, dtype=np.int64)
+    lengths[-1] = lay.virtual_size - (len(payload) - 1) * lay.block_size
+    shift = np.uint64(f.BAT_OFFSET_SHIFT)
+    starts = np.concatenate(
+        (
+            (payload[present] >> shift).astype(np.int64) * f.MiB,
+            (bitmaps[sb_present] >> shift).astype(np.int64) * f.MiB,
+        )
+    )
+    ends = starts + np.concatenate(
+        (lengths[present], np.full(int(sb_present.sum()), f.SECTOR_BITMAP_SIZE, np.int64))
+    )
+    if (starts < f.HEADER_AREA).any() or (ends > file_size).any():
+        raise bad("BAT points a block outside the file or past its end")
+    starts = np.concatenate((starts, np.array([r[0] for r in reserved], np.int64)))
+    ends = np.concatenate((ends, np.array([r[1] for r in reserved], np.int64)))
+    order = np.argsort(starts, kind="stable")
+    starts, ends = starts[order], ends[order]
+    if len(starts) > 1 and (np.maximum.accumulate(ends)[:-1] > starts[1:]).any():
+        raise bad("BAT entries overlap each other or the BAT, metadata or log")

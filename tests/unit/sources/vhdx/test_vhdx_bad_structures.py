@@ -115,8 +115,11 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "BAT offset in header area": (lambda p: set_bat_entry(p, 0, 6), "outside the file"),
     "BAT last block past EOF": (
         lambda p: set_bat_entry(p, 2, ((p.stat().st_size >> 20) << 20) | 6),
-        "past the end",
+        "past its end",
     ),
+    "two blocks share a place": (lambda p: set_bat_entry(p, 1, get_bat_entry(p, 0)), "overlap"),
+    "block inside the BAT": (lambda p: set_bat_entry(p, 1, (3 << 20) | 6), "overlap"),
+    "block inside the metadata": (lambda p: set_bat_entry(p, 1, (2 << 20) | 6), "overlap"),
     "BAT reserved state": (lambda p: set_bat_entry(p, 1, 4), "invalid state"),
     "partial block in a non-differencing disk": (
         lambda p: set_bat_entry(p, 0, get_bat_entry(p, 0) | 7),

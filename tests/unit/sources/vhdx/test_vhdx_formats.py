@@ -120,3 +120,20 @@ def test_bat_indices_interleave_bitmaps() -> None:
 def test_header_equality_ignores_nothing() -> None:
     header = _header()
     assert dataclasses.replace(header, sequence=8) != header
+
+
+def _bytewise_crc32c(data: bytes) -> int:
+    value = 0xFFFFFFFF
+    for byte in data:
+        value ^= byte
+        for _ in range(8):
+            value = (value >> 1) ^ 0x82F63B78 if value & 1 else value >> 1
+    return value ^ 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("zeros", [0, 1, 2, 7, 8, 1000, 4096 - 80, 65536 - 16])
+@pytest.mark.parametrize("prefix", [b"", b"\x00", b"head\x01", bytes(range(1, 200))])
+def test_crc32c_zero_run_shortcut_matches_bitwise(prefix: bytes, zeros: int) -> None:
+    data = prefix + bytes(zeros)
+    assert crc32c(data) == _bytewise_crc32c(data)
+    assert crc32c(data + b"\x01") == _bytewise_crc32c(data + b"\x01")
