@@ -140,6 +140,18 @@ def test_reader_matches_qemu_and_writer_passes_qemu_check(
         assert sum(n for _, n in copy.allocated_extents()) <= allocated
 
 
+def test_preallocated_fixed_disk_is_all_data(tmp_path: Path) -> None:
+    size = 5 * MiB + 512
+    source = tmp_path / "fixed.vhdx"
+    options = "subformat=fixed,block_state_zero=off,block_size=1M"
+    _run(_tool("qemu-img"), "create", "-q", "-f", "vhdx", "-o", options, source, str(size))
+    _qemu_write(source, [(MiB + 512, 512, 0x42)])
+    with VhdxReader.open(source) as disk:
+        assert disk.is_fixed
+        assert list(disk.allocated_extents()) == [(0, size)]
+        assert disk.read(0, size) == _to_raw(source)
+
+
 def test_open_reads_little_beyond_the_data(tmp_path: Path) -> None:
     size = 4096 * MiB  # a 4 GiB sparse disk with 3 small writes
     source = _qemu_create(tmp_path / "big.vhdx", size, 32 * MiB)

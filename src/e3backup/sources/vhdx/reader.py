@@ -54,6 +54,7 @@ class VhdxReader:
         self._layers: list[_Layer] = []
         self._closed = False
         self._top_layout: VhdxLayout | None = None
+        self._chain: list[Path] = []
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> VhdxReader:
@@ -151,7 +152,7 @@ class VhdxReader:
     @property
     def chain(self) -> list[Path]:
         """This file, then its parent, grandparent, ... down to the base disk."""
-        return [layer.path for layer in self._layers]
+        return list(self._chain)
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -188,6 +189,7 @@ class VhdxReader:
             raise
         layer = _Layer(path, fd, file_id, layout)
         self._layers.append(layer)
+        self._chain = [layer.path for layer in self._layers]
         return layer
 
     def _open_parent(self, child: _Layer) -> _Layer:
@@ -200,6 +202,7 @@ class VhdxReader:
                 self._check_compatible(child, parent)
                 return parent
             self._layers.pop()
+            self._chain.pop()
             os.close(parent.fd)
             mismatch = (
                 f"{child.path}: parent candidate {candidate} was modified after the differencing "
