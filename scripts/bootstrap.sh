@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 job="${1:-demo}"
 # Debian packages the test suite needs (the benchmarks install restic/borg themselves).
-APT_PACKAGES=(ca-certificates)
+APT_PACKAGES=(ca-certificates qemu-utils)
 # Debian's own python3 needs python3-venv for `python3 -m venv`; other Pythons bring it.
 python3 -c "import ensurepip" 2>/dev/null || APT_PACKAGES+=(python3-venv)
 

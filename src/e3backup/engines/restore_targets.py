@@ -15,8 +15,10 @@ from typing import Protocol
 from e3backup.core import platform_io
 from e3backup.core.errors import UsageError
 from e3backup.exec.command import Command
+from e3backup.sources.vhdx import VhdxWriter
 
-RESTORE_FORMATS = ("raw", "qcow2", "vmdk")
+DEFAULT_VHDX_BLOCK_BYTES = 32 * 1024 * 1024
+RESTORE_FORMATS = ("raw", "vhdx", "qcow2", "vmdk")
 
 
 class RestoreTarget(Protocol):
@@ -129,8 +131,35 @@ class ConvertedFileTarget:
         self._raw.abort()
 
 
+class VhdxFileTarget:
+    """A dynamic VHDX written natively; all-zero blocks stay unallocated."""
+
+    writes_zeros = False
+
+    def __init__(self, target: Path, size_bytes: int, overwrite: bool, block_size: int) -> None:
+        _check_file_target(target, overwrite)
+        self.target = target
+        self.temp = target.parent / f".{target.name}.e3partial-{secrets.token_hex(4)}"
+        self._writer = VhdxWriter(self.temp, size_bytes, block_size=block_size)
+
+    def write(self, offset: int, data: bytes) -> None:
+        self._writer.write(offset, data)
+
+    def commit(self) -> None:
+        self._writer.close()
+        os.replace(self.temp, self.target)
+
+    def abort(self) -> None:
+        self._writer.abort()
+        self.temp.unlink(missing_ok=True)
+
+
 def open_target(
-    target: Path, size_bytes: int, image_format: str = "raw", overwrite: bool = False
+    target: Path,
+    size_bytes: int,
+    image_format: str = "raw",
+    overwrite: bool = False,
+    vhdx_block_size: int = DEFAULT_VHDX_BLOCK_BYTES,
 ) -> RestoreTarget:
     target = Path(target)
     if image_format not in RESTORE_FORMATS:
@@ -141,6 +170,8 @@ def open_target(
         return BlockDeviceTarget(target, size_bytes)
     if image_format == "raw":
         return SparseFileTarget(target, size_bytes, overwrite)
+    if image_format == "vhdx":
+        return VhdxFileTarget(target, size_bytes, overwrite, vhdx_block_size)
     return ConvertedFileTarget(target, size_bytes, image_format, overwrite)
 
 

@@ -9,6 +9,7 @@ from e3backup.core import platform_io
 from e3backup.core.errors import SourceError
 from e3backup.sources.image import RawImageReader
 from e3backup.sources.qemu_image import QemuImageReader
+from e3backup.sources.vhdx import VhdxReader, looks_like_vhdx
 
 RAW = "raw"
 VHDX = "vhdx"
@@ -44,7 +45,7 @@ def detect_format(path: Path) -> str:
         raise SourceError(f"{path} is a directory, not a disk image") from None
     except OSError as exc:
         raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if head.startswith(b"vhdxfile"):
+    if looks_like_vhdx(head):
         return VHDX
     for offset, magic, name in _QEMU_MAGICS:
         if head[offset : offset + len(magic)] == magic:
@@ -54,9 +55,14 @@ def detect_format(path: Path) -> str:
     return RAW
 
 
-def open_disk(path: Path, image_format: str | None = None) -> RawImageReader | QemuImageReader:
+DiskImageReader = RawImageReader | VhdxReader | QemuImageReader
+
+
+def open_disk(path: Path, image_format: str | None = None) -> DiskImageReader:
     """Open any supported disk for reading; `image_format` overrides detection."""
     image_format = image_format or detect_format(path)
     if image_format == RAW:
         return RawImageReader.open(path)
+    if image_format == VHDX:
+        return VhdxReader.open(path)
     return QemuImageReader.open(path, image_format)
