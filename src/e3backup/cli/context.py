@@ -15,7 +15,7 @@ from e3backup.core.cancel import CancelToken
 from e3backup.core.errors import UsageError
 from e3backup.repo.repository import Repository
 from e3backup.storage.backend import Backend
-from e3backup.storage.local import LocalBackend
+from e3backup.storage.factory import open_backend, open_s3
 
 PASSWORD_ENV = "E3BACKUP_PASSWORD"
 REPO_ENV = "E3BACKUP_REPO"
@@ -25,15 +25,24 @@ REPO_ENV = "E3BACKUP_REPO"
 class CliContext:
     repo_location: str | None
     password_file: Path | None
+    endpoint: str | None = None
+    upload_limit_kibps: int | None = None
+    download_limit_kibps: int | None = None
 
     def backend(self) -> Backend:
         if not self.repo_location:
             raise UsageError(f"no repository given: pass --repo or set {REPO_ENV}")
-        location = self.repo_location
-        if "://" in location:
-            scheme = location.split("://", 1)[0]
-            raise UsageError(f"repository scheme {scheme}:// is not supported yet (use a path)")
-        return LocalBackend(Path(location))
+        return open_backend(
+            self.repo_location,
+            endpoint=self.endpoint,
+            upload_limit_kibps=self.upload_limit_kibps,
+            download_limit_kibps=self.download_limit_kibps,
+        )
+
+    def create_bucket_if_missing(self) -> None:
+        """For `repo init` on S3: make the bucket (a no-op when it exists or for paths)."""
+        if self.repo_location and self.repo_location.startswith("s3://"):
+            open_s3(self.repo_location, endpoint=self.endpoint).ensure_bucket()
 
     def password(self, confirm: bool = False) -> str:
         if self.password_file is not None:

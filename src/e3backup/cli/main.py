@@ -37,7 +37,26 @@ def main(
     ctx: typer.Context,
     repo: Annotated[
         str | None,
-        typer.Option("--repo", "-r", envvar=REPO_ENV, help="Repository: a directory path."),
+        typer.Option(
+            "--repo",
+            "-r",
+            envvar=REPO_ENV,
+            help="Repository: a directory path or s3://bucket/prefix.",
+        ),
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint",
+            help="S3 endpoint URL for S3-compatible stores (default: $AWS_ENDPOINT_URL or AWS). "
+            "Credentials come from $AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY or ~/.aws.",
+        ),
+    ] = None,
+    limit_upload: Annotated[
+        int | None, typer.Option("--limit-upload", min=1, help="Upload cap in KiB/s.")
+    ] = None,
+    limit_download: Annotated[
+        int | None, typer.Option("--limit-download", min=1, help="Download cap in KiB/s.")
     ] = None,
     password_file: Annotated[
         Path | None,
@@ -47,7 +66,7 @@ def main(
 ) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    ctx.obj = CliContext(repo, password_file)
+    ctx.obj = CliContext(repo, password_file, endpoint, limit_upload, limit_download)
 
 
 def run() -> None:

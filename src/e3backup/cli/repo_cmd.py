@@ -47,6 +47,7 @@ def init(
         )
     backend = cli.backend()
     password = cli.password(confirm=True) if encryption != "none" else None
+    cli.create_bucket_if_missing()
     repo = Repository.init(backend, password, encryption, size, compression_level)
     if json_out:
         print_json({"repo_id": repo.config.repo_id, "location": backend.properties().location})
