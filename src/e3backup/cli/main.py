@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from e3backup import __version__
 from e3backup.cli import backup_cmd, demo_cmd, repo_cmd, restore_cmd, snapshots_cmd
 from e3backup.cli.context import PASSWORD_ENV, REPO_ENV, CliContext
 from e3backup.cli.output import error
@@ -30,6 +31,12 @@ app.add_typer(backup_cmd.app, name="backup")
 app.command("snapshots")(snapshots_cmd.snapshots)
 app.command("restore")(restore_cmd.restore)
 app.command("demo")(demo_cmd.demo)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"e3backup {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -63,6 +70,10 @@ def main(
         typer.Option("--password-file", help="Read the repository password from this file."),
     ] = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logs.")] = 0,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Show the version."),
+    ] = False,
 ) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
