@@ -87,27 +87,30 @@ class Tool(Protocol):
 
 
 class Restic:
-    def __init__(self, cache_dir: Path) -> None:
+    """repo may also be a backend URL such as 's3:http://host:port/bucket/prefix'; env adds
+    variables (e.g. AWS credentials) to every command."""
+
+    def __init__(self, cache_dir: Path, env: dict[str, str] | None = None) -> None:
         self.name = "restic"
         self._bin = resolve("restic")
         self._cache = cache_dir
-        self._env = {"RESTIC_PASSWORD": PASSWORD}
+        self._env = {"RESTIC_PASSWORD": PASSWORD, **(env or {})}
 
-    def _argv(self, repo: Path, *args: str) -> list[str]:
+    def _argv(self, repo: Path | str, *args: str) -> list[str]:
         return [self._bin, "-r", str(repo), "--cache-dir", str(self._cache), *args]
 
     def version(self) -> str:
         return output_of([self._bin, "version"])
 
-    def init(self, repo: Path, log: Path) -> Measurement:
+    def init(self, repo: Path | str, log: Path) -> Measurement:
         argv = self._argv(repo, "init", "--repository-version", "2")
         return run_measured(argv, log, env=self._env)
 
-    def backup(self, repo: Path, image: Path, day: int, log: Path) -> Measurement:
+    def backup(self, repo: Path | str, image: Path, day: int, log: Path) -> Measurement:
         argv = self._argv(repo, "backup", "--compression", "auto", "--host", "bench", str(image))
         return run_measured(argv, log, env=self._env)
 
-    def restore(self, repo: Path, out_dir: Path, image: Path, log: Path) -> Restored:
+    def restore(self, repo: Path | str, out_dir: Path, image: Path, log: Path) -> Restored:
         argv = self._argv(repo, "restore", "latest", "--target", str(out_dir))
         m = run_measured(argv, log, env=self._env)
         return m, out_dir / image.resolve().relative_to("/")
@@ -146,28 +149,34 @@ class Borg:
 
 
 class E3backup:
-    def __init__(self, chunk_size: str, binary: str) -> None:
+    """repo may also be 's3://bucket/prefix'; env adds variables (e.g. AWS credentials)."""
+
+    def __init__(self, chunk_size: str, binary: str, env: dict[str, str] | None = None) -> None:
         self.name = f"e3backup-{chunk_size}"
         self._chunk = chunk_size
         self._bin = resolve(binary)
-        self._env = {"E3BACKUP_PASSWORD": PASSWORD}
+        self._env = {"E3BACKUP_PASSWORD": PASSWORD, **(env or {})}
 
     def version(self) -> str:
         version = output_of([self._bin, "--version"])
         commit = output_of(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
         return f"{version} (git {commit})"
 
-    def init(self, repo: Path, log: Path) -> Measurement:
+    def init(self, repo: Path | str, log: Path) -> Measurement:
         argv = [self._bin, "--repo", str(repo), "repo", "init", "--chunk-size", self._chunk]
         return run_measured(argv, log, env=self._env)
 
-    def backup(self, repo: Path, image: Path, day: int, log: Path) -> Measurement:
+    def backup(self, repo: Path | str, image: Path, day: int, log: Path) -> Measurement:
         argv = [self._bin, "--repo", str(repo), "backup", "image", str(image)]
         return run_measured(argv, log, env=self._env)
 
-    def restore(self, repo: Path, out_dir: Path, image: Path, log: Path) -> Restored:
+    def restore(self, repo: Path | str, out_dir: Path, image: Path, log: Path,
+                fmt: str | None = None) -> Restored:
+        """fmt: `restore --format` (raw, vhdx, ...); the target is out_dir / image.name."""
         target = out_dir / image.name
         argv = [self._bin, "--repo", str(repo), "restore", "latest", "--to", str(target)]
+        if fmt is not None:
+            argv += ["--format", fmt]
         return run_measured(argv, log, env=self._env), target
 
 
