@@ -154,7 +154,7 @@ class DiskRestore:
         try:
             if self.cancel.cancelled:
                 return
-            data = memoryview(self.repo.backend.get(formats.pack_key(run.pack_id), run.start, size))
+            data = memoryview(self.repo.read_pack_range(run.pack_id, run.start, size))
             for disk_offset, chunk_id, loc in run.items:
                 rel = loc.offset - run.start
                 plain = self.repo.decode_chunk(data[rel : rel + loc.length], chunk_id, loc)

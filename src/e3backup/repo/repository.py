@@ -147,8 +147,19 @@ class Repository:
 
     def read_chunk(self, chunk_id: bytes) -> bytes:
         loc = self.locate(chunk_id)
-        blob = self.backend.get(formats.pack_key(loc.pack_id), loc.offset, loc.length)
+        blob = self.read_pack_range(loc.pack_id, loc.offset, loc.length)
         return self.decode_chunk(blob, chunk_id, loc)
+
+    def read_pack_range(self, pack_id: bytes, offset: int, length: int) -> bytes:
+        """Bytes of an indexed pack; a pack that is gone or too short is damage, not a glitch."""
+        key = formats.pack_key(pack_id)
+        try:
+            data = self.backend.get(key, offset, length)
+        except ObjectNotFound:
+            raise IntegrityError(f"pack {pack_id.hex()[:16]} is missing ({key})") from None
+        if len(data) != length:
+            raise IntegrityError(f"pack {pack_id.hex()[:16]} is truncated ({key})")
+        return data
 
     def decode_chunk(self, blob: bytes | memoryview, chunk_id: bytes, loc: ChunkLocation) -> bytes:
         try:

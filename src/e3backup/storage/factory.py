@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from e3backup.core.errors import UsageError
@@ -24,7 +25,9 @@ from e3backup.storage.backend import Backend
 from e3backup.storage.local import LocalBackend
 from e3backup.storage.ratelimit import RateLimitedBackend
 from e3backup.storage.retry import RetryBackend, RetryPolicy
-from e3backup.storage.s3 import DEFAULT_PARALLELISM, S3Backend, parse_s3_url
+
+if TYPE_CHECKING:
+    from e3backup.storage.s3 import S3Backend
 
 
 def open_backend(
@@ -119,6 +122,9 @@ def open_s3(
     session_token: str | None = None,
     parallelism: int | None = None,
 ) -> S3Backend:
+    # boto3 takes a third of a second to import: only S3 users pay for it.
+    from e3backup.storage.s3 import DEFAULT_PARALLELISM, S3Backend, parse_s3_url
+
     try:
         bucket, prefix = parse_s3_url(location)
     except ValueError as exc:
