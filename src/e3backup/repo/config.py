@@ -9,7 +9,7 @@ from e3backup.core.errors import E3Error, FormatError, UsageError
 from e3backup.repo import formats
 
 ENCRYPTION_SCHEMES = ("aes-256-gcm", "none")
-DEFAULT_CHUNK_SIZE = 256 * 1024  # chosen by bench/ (see bench/RESULTS.md)
+DEFAULT_CHUNK_SIZE = 128 * 1024  # chosen by bench/ (see bench/RESULTS.md, "Default chunk size")
 
 
 @dataclass(frozen=True)
