@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PACK_BYTES = 16 * 1024 * 1024
 INDEX_FLUSH_PACKS = 32
+MAX_PACKS_IN_MEMORY = 4
 
 
 class WriteSession:
@@ -49,7 +50,8 @@ class WriteSession:
         self.pack_target_bytes = pack_target_bytes
         parallelism = upload_parallelism or repo.backend.properties().parallelism
         self._uploads = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="upload")
-        self._slots = threading.BoundedSemaphore(parallelism)  # sealed packs held in memory
+        # Sealed packs held in memory at once: bounds RSS whatever the upload parallelism.
+        self._slots = threading.BoundedSemaphore(min(parallelism, MAX_PACKS_IN_MEMORY))
         self._lock = threading.Lock()
         self._reserved: set[bytes] = set()
         self._builder = PackBuilder()
