@@ -58,7 +58,7 @@ class NbdClient:
             raise NbdError("not an NBD server (bad greeting)")
         if not flags & p.FLAG_FIXED_NEWSTYLE:
             raise NbdError("NBD server does not speak fixed newstyle")
-        self._sock.sendall(struct.pack(">I", p.FLAG_FIXED_NEWSTYLE | (flags & p.FLAG_NO_ZEROES)))
+        self._sendall(struct.pack(">I", p.FLAG_FIXED_NEWSTYLE | (flags & p.FLAG_NO_ZEROES)))
         self._option(p.OPT_STRUCTURED_REPLY, b"")
         self._expect_ack(p.OPT_STRUCTURED_REPLY)
         name = export_name.encode()
@@ -90,7 +90,7 @@ class NbdClient:
         return size, flags_out
 
     def _option(self, option: int, data: bytes) -> None:
-        self._sock.sendall(p.OPTION.pack(p.IHAVEOPT, option, len(data)) + data)
+        self._sendall(p.OPTION.pack(p.IHAVEOPT, option, len(data)) + data)
 
     def _option_replies(self, option: int) -> Iterator[tuple[int, bytes]]:
         while True:
@@ -181,15 +181,13 @@ class NbdClient:
         try:
             with self._lock:
                 self._send(p.CMD_DISC, 0, 0)
-        except OSError:
-            pass
+        except NbdError:
+            pass  # the server is gone already
         self._sock.close()
 
     def _send(self, command: int, offset: int, length: int) -> int:
         self._handle += 1
-        self._sock.sendall(
-            p.REQUEST.pack(p.REQUEST_MAGIC, 0, command, self._handle, offset, length)
-        )
+        self._sendall(p.REQUEST.pack(p.REQUEST_MAGIC, 0, command, self._handle, offset, length))
         return self._handle
 
     def _replies(self, handle: int) -> Iterator[tuple[int, bytes]]:
@@ -222,12 +220,21 @@ class NbdClient:
         if got != expected:
             raise NbdError(f"NBD reply for request {got}, expected {expected}")
 
+    def _sendall(self, data: bytes) -> None:
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            raise NbdError(f"NBD connection failed: {exc.strerror or exc}") from exc
+
     def _recv(self, length: int) -> bytes:
         buf = bytearray(length)
         view = memoryview(buf)
         pos = 0
         while pos < length:
-            n = self._sock.recv_into(view[pos:], length - pos)
+            try:
+                n = self._sock.recv_into(view[pos:], length - pos)
+            except OSError as exc:  # reset, timeout
+                raise NbdError(f"NBD connection failed: {exc.strerror or exc}") from exc
             if n == 0:
                 raise NbdError("NBD server closed the connection")
             pos += n
