@@ -43,6 +43,22 @@ class Daemon:
                 raise CommandFailed(f"{self.command.name} was not ready within {timeout_s:.0f} s")
             time.sleep(0.02)
 
+    def exit_failure(self, timeout_s: float = 5.0) -> CommandFailed | None:
+        """If the process exits within `timeout_s`, the error saying why (with its log tail).
+
+        For a caller whose first connection failed: a daemon may create its socket before it
+        opens its input (qemu-nbd does) and then exit, so "connection refused" hides the cause.
+        """
+        if self._proc is None:
+            return None
+        try:
+            self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+        return CommandFailed(
+            f"{self.command.name} exited with status {self._proc.returncode}: {self._log_tail()}"
+        )
+
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None

@@ -17,7 +17,7 @@ from e3backup.core.errors import SourceError
 from e3backup.exec.command import Command
 from e3backup.exec.daemon import Daemon
 from e3backup.sources.nbd import protocol
-from e3backup.sources.nbd.client import NbdClient
+from e3backup.sources.nbd.client import NbdClient, NbdError
 
 MAX_CONNECTIONS = 16
 _EXPORT = "disk"
@@ -50,7 +50,7 @@ class QemuImageReader:
         )
         try:
             self._daemon.start(ready=self._socket.exists)
-            self._control = self._connect()
+            self._control = self._first_connection()
         except BaseException:
             self.close()
             raise
@@ -70,6 +70,17 @@ class QemuImageReader:
         with self._lock:
             self._clients.append(client)
         return client
+
+    def _first_connection(self) -> NbdClient:
+        try:
+            return self._connect()
+        except NbdError as exc:
+            # qemu-nbd binds its socket before opening the image: when the image is unusable
+            # it exits and the connection fails; its own message is the one worth showing.
+            failure = self._daemon.exit_failure()
+            if failure is not None:
+                raise failure from exc
+            raise
 
     def allocated_extents(self) -> Iterator[tuple[int, int]]:
         unreadable = protocol.STATE_HOLE | protocol.STATE_ZERO
