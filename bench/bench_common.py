@@ -38,17 +38,31 @@ class SourceImage:
 def common_args(parser: argparse.ArgumentParser, workdir_name: str) -> None:
     parser.add_argument("--size", type=make_image.parse_size, default=make_image.parse_size("4G"))
     parser.add_argument("--seed", type=int, default=make_image.DEFAULT_SEED)
-    parser.add_argument("--workdir", type=Path, default=BENCH_WORK / workdir_name,
-                        help="repositories, restores and logs (default: %(default)s)")
-    parser.add_argument("--image-dir", type=Path,
-                        help="image cache dir (default: any valid bench/work/*/images/SIZE, "
-                             "else bench/work/images/SIZE)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=BENCH_WORK / workdir_name,
+        help="repositories, restores and logs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--image-dir",
+        type=Path,
+        help="image cache dir (default: any valid bench/work/*/images/SIZE, "
+        "else bench/work/images/SIZE)",
+    )
     parser.add_argument("--e3backup", default=str(REPO_ROOT / ".venv" / "bin" / "e3backup"))
     parser.add_argument("--chunk-size", default="256K", help="e3backup repo init --chunk-size")
-    parser.add_argument("--write-results", action="store_true",
-                        help="replace this benchmark's section of --results-file")
-    parser.add_argument("--results-file", type=Path, default=RESULTS_MD,
-                        help="markdown file for --write-results (default: bench/RESULTS.md)")
+    parser.add_argument(
+        "--write-results",
+        action="store_true",
+        help="replace this benchmark's section of --results-file",
+    )
+    parser.add_argument(
+        "--results-file",
+        type=Path,
+        default=RESULTS_MD,
+        help="markdown file for --write-results (default: bench/RESULTS.md)",
+    )
 
 
 def _valid_cache(image_dir: Path, size: int, seed: int) -> bool:
@@ -62,8 +76,11 @@ def _valid_cache(image_dir: Path, size: int, seed: int) -> bool:
 
 def day1_image(size: int, seed: int, image_dir: Path | None) -> SourceImage:
     """The cached day-1 image (generated if needed), read once to warm the page cache."""
-    candidates = [image_dir] if image_dir else [
-        BENCH_WORK / "images" / str(size), *sorted(BENCH_WORK.glob(f"*/images/{size}"))]
+    candidates = (
+        [image_dir]
+        if image_dir
+        else [BENCH_WORK / "images" / str(size), *sorted(BENCH_WORK.glob(f"*/images/{size}"))]
+    )
     found = next((d for d in candidates if _valid_cache(d, size, seed)), None)
     if found is None:
         target = image_dir or BENCH_WORK / "images" / str(size)
@@ -102,17 +119,21 @@ def verdict(ok: bool) -> str:
 def machine_lines() -> list[str]:
     info = report.machine_info()
     load = os.getloadavg()[0]
-    return [f"- machine: {info['host']}, {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, "
-            f"kernel {info['kernel']}; run {info['date']}, 1-min load at the end {load:.2f}"]
+    return [
+        f"- machine: {info['host']}, {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, "
+        f"kernel {info['kernel']}; run {info['date']}, 1-min load at the end {load:.2f}"
+    ]
 
 
 def median_run(runs: list[Measurement]) -> Measurement | None:
     """Median wall and CPU time over rounds, with the highest peak RSS of any round."""
     if not runs:
         return None
-    return Measurement(statistics.median(m.wall_s for m in runs),
-                       statistics.median(m.cpu_s for m in runs),
-                       max(m.max_rss_bytes for m in runs))
+    return Measurement(
+        statistics.median(m.wall_s for m in runs),
+        statistics.median(m.cpu_s for m in runs),
+        max(m.max_rss_bytes for m in runs),
+    )
 
 
 def per_round(label: str, runs: list[Measurement]) -> str:

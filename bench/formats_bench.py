@@ -74,8 +74,7 @@ class FormatResult:
 
 
 def qemu_img(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([resolve("qemu-img"), *args], capture_output=True, text=True,
-                          check=False)
+    return subprocess.run([resolve("qemu-img"), *args], capture_output=True, text=True, check=False)
 
 
 def make_vhdx(image: SourceImage, out: Path) -> Path:
@@ -87,16 +86,18 @@ def make_vhdx(image: SourceImage, out: Path) -> Path:
     stamp.unlink(missing_ok=True)
     out.unlink(missing_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = qemu_img("convert", "-f", "raw", "-O", "vhdx", "-o", "subformat=dynamic",
-                      str(image.path), str(out))
+    result = qemu_img(
+        "convert", "-f", "raw", "-O", "vhdx", "-o", "subformat=dynamic", str(image.path), str(out)
+    )
     if result.returncode != 0:
         raise BenchError(f"qemu-img convert failed: {result.stderr}")
     same = qemu_img("compare", "-f", "raw", "-F", "vhdx", str(image.path), str(out))
     if same.returncode != 0:
         raise BenchError(f"converted VHDX differs from the raw image: {same.stdout}{same.stderr}")
     stamp.write_text(image.sha256)
-    logger.info("converted %s -> %s (%s MiB allocated)", image.path.name, out,
-                mib(allocated_bytes(out)))
+    logger.info(
+        "converted %s -> %s (%s MiB allocated)", image.path.name, out, mib(allocated_bytes(out))
+    )
     return out
 
 
@@ -139,8 +140,9 @@ def run(args: argparse.Namespace) -> tuple[list[FormatResult], SourceImage, str]
                 r.repo_bytes = dir_bytes(repos / r.name)
                 logger.info("round %d backup %s: %.2f s", round_no, r.name, r.backups[-1].wall_s)
             for r in order:
-                m, restored = tool.restore(repos / r.name, out_dir, r.source, log,
-                                           fmt=None if r.name == "raw" else r.name)
+                m, restored = tool.restore(
+                    repos / r.name, out_dir, r.source, log, fmt=None if r.name == "raw" else r.name
+                )
                 r.restores.append(m)
                 r.restored_alloc = allocated_bytes(restored)
                 logger.info("round %d restore %s: %.2f s", round_no, r.name, m.wall_s)
@@ -159,39 +161,81 @@ def run(args: argparse.Namespace) -> tuple[list[FormatResult], SourceImage, str]
 
 
 def results_table(results: list[FormatResult], size: int) -> str:
-    header = ["source", "file MiB (alloc)", "backup s", "backup MB/s", "backup RSS MiB",
-              "backup CPU s", "repo MiB", "restore s", "restore MB/s", "restore RSS MiB",
-              "restore CPU s", "restored MiB (alloc)", "verify"]
-    rows = [[r.name, mib(r.source_alloc), secs(r.backup), rate(size, r.backup), rss(r.backup),
-             f"{r.backup.cpu_s:.1f}" if r.backup else "-", mib(r.repo_bytes),
-             secs(r.restore), rate(size, r.restore), rss(r.restore),
-             f"{r.restore.cpu_s:.1f}" if r.restore else "-", mib(r.restored_alloc), r.check]
-            for r in results]
+    header = [
+        "source",
+        "file MiB (alloc)",
+        "backup s",
+        "backup MB/s",
+        "backup RSS MiB",
+        "backup CPU s",
+        "repo MiB",
+        "restore s",
+        "restore MB/s",
+        "restore RSS MiB",
+        "restore CPU s",
+        "restored MiB (alloc)",
+        "verify",
+    ]
+    rows = [
+        [
+            r.name,
+            mib(r.source_alloc),
+            secs(r.backup),
+            rate(size, r.backup),
+            rss(r.backup),
+            f"{r.backup.cpu_s:.1f}" if r.backup else "-",
+            mib(r.repo_bytes),
+            secs(r.restore),
+            rate(size, r.restore),
+            rss(r.restore),
+            f"{r.restore.cpu_s:.1f}" if r.restore else "-",
+            mib(r.restored_alloc),
+            r.check,
+        ]
+        for r in results
+    ]
     return report.markdown_table(header, rows)
 
 
 def ratio_table(raw: FormatResult, vhdx: FormatResult) -> tuple[str, bool]:
     rows, passed = [], True
-    for what, a, b in (("backup", raw.backup, vhdx.backup),
-                       ("restore", raw.restore, vhdx.restore)):
+    for what, a, b in (("backup", raw.backup, vhdx.backup), ("restore", raw.restore, vhdx.restore)):
         assert a is not None and b is not None
         ratio = b.wall_s / a.wall_s
         passed &= ratio <= MAX_SLOWDOWN
-        rows.append([what, f"{a.wall_s:.2f}", f"{b.wall_s:.2f}", f"{ratio:.2f}x",
-                     verdict(ratio <= MAX_SLOWDOWN),
-                     f"{b.max_rss_bytes / max(1, a.max_rss_bytes):.2f}"])
-    header = ["step", "raw s", "vhdx s", f"vhdx/raw time (<= {MAX_SLOWDOWN}x)", "verdict",
-              "vhdx/raw peak RSS"]
+        rows.append(
+            [
+                what,
+                f"{a.wall_s:.2f}",
+                f"{b.wall_s:.2f}",
+                f"{ratio:.2f}x",
+                verdict(ratio <= MAX_SLOWDOWN),
+                f"{b.max_rss_bytes / max(1, a.max_rss_bytes):.2f}",
+            ]
+        )
+    header = [
+        "step",
+        "raw s",
+        "vhdx s",
+        f"vhdx/raw time (<= {MAX_SLOWDOWN}x)",
+        "verdict",
+        "vhdx/raw peak RSS",
+    ]
     return report.markdown_table(header, rows), passed
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common_args(parser, "formats")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="repeat init/backups/restores, alternating the order; "
-                             "times are medians (default: %(default)s)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="repeat init/backups/restores, alternating the order; "
+        "times are medians (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
@@ -201,31 +245,42 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     raw, vhdx = results
     size_text = f"{args.size / (1 << 30):.2f} GiB ({args.size} bytes)"
-    parts = [f"## VHDX vs raw, e3backup (issue 3; {size_text} virtual disk, "
-             f"median of {args.rounds} round(s); MB/s = 10^6 bytes of disk per second)",
-             results_table(results, args.size)]
+    parts = [
+        f"## VHDX vs raw, e3backup (issue 3; {size_text} virtual disk, "
+        f"median of {args.rounds} round(s); MB/s = 10^6 bytes of disk per second)",
+        results_table(results, args.size),
+    ]
     passed = False
     if all(r.backup and r.restore for r in results):
         table, passed = ratio_table(raw, vhdx)
         parts.append(table)
     passed &= all(r.ok for r in results)
-    parts.append("Per round (s): " + "; ".join(
-        f"{r.name} {step} " + "/".join(f"{m.wall_s:.2f}" for m in runs)
-        for step in ("backup", "restore") for r in results
-        for runs in [r.backups if step == "backup" else r.restores]))
+    parts.append(
+        "Per round (s): "
+        + "; ".join(
+            f"{r.name} {step} " + "/".join(f"{m.wall_s:.2f}" for m in runs)
+            for step in ("backup", "restore")
+            for r in results
+            for runs in [r.backups if step == "backup" else r.restores]
+        )
+    )
     text = "\n\n".join(parts)
     print(text)
-    print(f"\nissue 3 target (VHDX <= {MAX_SLOWDOWN}x raw time, restores verified): "
-          f"{verdict(passed)}")
+    print(
+        f"\nissue 3 target (VHDX <= {MAX_SLOWDOWN}x raw time, restores verified): {verdict(passed)}"
+    )
     if args.write_results:
         qemu = output_of([resolve("qemu-img"), "--version"])
-        setup = [*machine_lines(), f"- e3backup: {version}, repo init --chunk-size "
-                 f"{args.chunk_size}", f"- source: day-1 bench image ({image.path.name}, seed "
-                 f"{args.seed}) and its `qemu-img convert -O vhdx -o subformat=dynamic` copy "
-                 f"({qemu})",
-                 "- method: docstring of `bench/formats_bench.py` (fresh repo per format, "
-                 "warm cache, sync included)",
-                 f"- verdict: **{verdict(passed)}**"]
+        setup = [
+            *machine_lines(),
+            f"- e3backup: {version}, repo init --chunk-size {args.chunk_size}",
+            f"- source: day-1 bench image ({image.path.name}, seed "
+            f"{args.seed}) and its `qemu-img convert -O vhdx -o subformat=dynamic` copy "
+            f"({qemu})",
+            "- method: docstring of `bench/formats_bench.py` (fresh repo per format, "
+            "warm cache, sync included)",
+            f"- verdict: **{verdict(passed)}**",
+        ]
         body = "\n".join([parts[0], "", *setup, "", "\n\n".join(parts[1:])])
         report.update_section(args.results_file, SECTION, body)
         print(f"updated section '{SECTION}' of {args.results_file}")

@@ -182,8 +182,14 @@ def copy_sparse(src: Path, dst: Path) -> None:
     subprocess.run([cp, "--sparse=always", "--reflink=auto", str(src), str(dst)], check=True)
 
 
-def generate(path: Path, size_bytes: int, day: int, seed: int = DEFAULT_SEED,
-             base: Path | None = None, base_day: int | None = None) -> dict[str, int]:
+def generate(
+    path: Path,
+    size_bytes: int,
+    day: int,
+    seed: int = DEFAULT_SEED,
+    base: Path | None = None,
+    base_day: int | None = None,
+) -> dict[str, int]:
     """Write the image for `day`; with `base` (the image of `base_day`, default day - 1)
     copy it and apply only the later days' changes."""
     if size_bytes % ALIGN_BYTES:
@@ -220,8 +226,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     stats = generate(args.out, args.size, args.day, args.seed, args.base, args.base_day)
     allocated = os.stat(args.out).st_blocks * 512
-    logger.info("%s: day %d, %d bytes (%d allocated) in %.1f s %s", args.out, args.day, args.size,
-                allocated, time.monotonic() - started, stats)
+    logger.info(
+        "%s: day %d, %d bytes (%d allocated) in %.1f s %s",
+        args.out,
+        args.day,
+        args.size,
+        allocated,
+        time.monotonic() - started,
+        stats,
+    )
     return 0
 
 

@@ -62,8 +62,11 @@ def prepare_images(image_dir: Path, size_bytes: int, seed: int) -> tuple[list[Pa
     stamp = image_dir / "stamp.json"
     wanted = {"size": size_bytes, "seed": seed, "generator": make_image.GENERATOR_VERSION}
     images = [image_dir / f"day{d}.img" for d in DAYS]
-    if not (stamp.exists() and json.loads(stamp.read_text()) == wanted
-            and all(p.exists() for p in images)):
+    if not (
+        stamp.exists()
+        and json.loads(stamp.read_text()) == wanted
+        and all(p.exists() for p in images)
+    ):
         stamp.unlink(missing_ok=True)
         for day, path in zip(DAYS, images, strict=True):
             started = time.monotonic()
@@ -75,8 +78,9 @@ def prepare_images(image_dir: Path, size_bytes: int, seed: int) -> tuple[list[Pa
     return images, digests
 
 
-def make_tools(names: list[str], chunk_sizes: list[str], state_dir: Path,
-               e3_bin: str) -> list[Tool]:
+def make_tools(
+    names: list[str], chunk_sizes: list[str], state_dir: Path, e3_bin: str
+) -> list[Tool]:
     tools: list[Tool] = []
     for name in names:
         if name == "e3backup":
@@ -94,8 +98,9 @@ def make_tools(names: list[str], chunk_sizes: list[str], state_dir: Path,
     return tools
 
 
-def bench_tool(tool: Tool, images: list[Path], day3_sha: str, work: Path,
-               keep_repo: bool) -> report.VariantResult:
+def bench_tool(
+    tool: Tool, images: list[Path], day3_sha: str, work: Path, keep_repo: bool
+) -> report.VariantResult:
     result = report.VariantResult(tool.name, tool.version())
     repo, out_dir, state = work / "repos" / tool.name, work / "restore", work / "state"
     source = work / "src" / "disk.img"
@@ -111,12 +116,21 @@ def bench_tool(tool: Tool, images: list[Path], day3_sha: str, work: Path,
             copy_image(image, source)
             result.backups.append(tool.backup(repo, source, day, log))
             result.repo_bytes.append(dir_bytes(repo))
-            logger.info("%s day %d: %.1f s, repo %.1f MiB", tool.name, day,
-                        result.backups[-1].wall_s, result.repo_bytes[-1] / report.MIB)
+            logger.info(
+                "%s day %d: %.1f s, repo %.1f MiB",
+                tool.name,
+                day,
+                result.backups[-1].wall_s,
+                result.repo_bytes[-1] / report.MIB,
+            )
         result.restore, restored = tool.restore(repo, out_dir, source, log)
         result.restore_ok = sha256_file(restored) == day3_sha
-        logger.info("%s restore: %.1f s, sha256 %s", tool.name, result.restore.wall_s,
-                    "ok" if result.restore_ok else "MISMATCH")
+        logger.info(
+            "%s restore: %.1f s, sha256 %s",
+            tool.name,
+            result.restore.wall_s,
+            "ok" if result.restore_ok else "MISMATCH",
+        )
         if not result.restore_ok:
             logger.error("!!! %s RESTORED DATA DIFFERS FROM DAY 3 (%s) !!!", tool.name, restored)
     except (BenchError, OSError) as exc:
@@ -140,8 +154,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / "work")
     parser.add_argument("--e3backup", default=str(REPO_ROOT / ".venv" / "bin" / "e3backup"))
     parser.add_argument("--keep-repos", action="store_true")
-    parser.add_argument("--write-results", action="store_true",
-                        help="rewrite bench/RESULTS.md with this run")
+    parser.add_argument(
+        "--write-results", action="store_true", help="rewrite bench/RESULTS.md with this run"
+    )
     return parser.parse_args(argv)
 
 
@@ -156,26 +171,32 @@ def main(argv: list[str] | None = None) -> int:
     results = [bench_tool(t, images, digests[-1], work, args.keep_repos) for t in tools]
 
     size_text = f"{args.size / (1 << 30):.2f} GiB ({args.size} bytes)"
-    text = "\n\n".join([
-        f"## Results ({size_text}; MB/s = 10^6 bytes of image per second)",
-        report.results_table(results, args.size),
-        "## e3backup / peer (x = speed-up, >1 is e3backup faster; ratio < 1 is e3backup smaller)",
-        report.ratio_table(results, args.size),
-        "## Targets against the fastest peer in any configuration",
-        report.targets_table(results, args.size),
-        "## Targets against restic and borg with default settings",
-        report.targets_table(results, args.size, {"restic", "borg"}),
-    ])
+    text = "\n\n".join(
+        [
+            f"## Results ({size_text}; MB/s = 10^6 bytes of image per second)",
+            report.results_table(results, args.size),
+            "## e3backup / peer (x = speed-up, >1: e3backup faster; ratio < 1: e3backup smaller)",
+            report.ratio_table(results, args.size),
+            "## Targets against the fastest peer in any configuration",
+            report.targets_table(results, args.size),
+            "## Targets against restic and borg with default settings",
+            report.targets_table(results, args.size, {"restic", "borg"}),
+        ]
+    )
     print(text)
     raw = [asdict(r) for r in results]
     (work / "results.json").write_text(json.dumps({"size": args.size, "results": raw}, indent=1))
     if args.write_results:
         generator = f"generator v{make_image.GENERATOR_VERSION}"
-        config = {"image": f"{size_text}, seed {args.seed}, {generator}",
-                  "tools": args.tools, "e3backup chunk sizes": args.chunk_sizes,
-                  "method": "see docstring of bench/run_bench.py (warm cache, sync included)"}
-        report.write_results_md(Path(__file__).resolve().parent / "RESULTS.md", results,
-                                args.size, config, text)
+        config = {
+            "image": f"{size_text}, seed {args.seed}, {generator}",
+            "tools": args.tools,
+            "e3backup chunk sizes": args.chunk_sizes,
+            "method": "see docstring of bench/run_bench.py (warm cache, sync included)",
+        }
+        report.write_results_md(
+            Path(__file__).resolve().parent / "RESULTS.md", results, args.size, config, text
+        )
     failed = [r.name for r in results if not r.complete or not r.restore_ok]
     if failed:
         print(f"\n!!! FAILED OR MISMATCHED: {', '.join(failed)} !!!", file=sys.stderr)

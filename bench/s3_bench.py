@@ -67,8 +67,13 @@ class S3Result:
         return median_run(self.restores)
 
 
-def one_round(server: Seaweed, round_no: int, image: SourceImage, args: argparse.Namespace,
-              results: dict[str, S3Result]) -> None:
+def one_round(
+    server: Seaweed,
+    round_no: int,
+    image: SourceImage,
+    args: argparse.Namespace,
+    results: dict[str, S3Result],
+) -> None:
     work: Path = args.workdir.resolve()
     env = server.env()
     e3 = E3backup(args.chunk_size, args.e3backup, env=env)
@@ -77,8 +82,11 @@ def one_round(server: Seaweed, round_no: int, image: SourceImage, args: argparse
     restic = Restic(cache, env=env)
     repos: dict[str, tuple[E3backup | Restic, str, str]] = {
         "e3backup": (e3, f"s3://{BUCKET}/e3-r{round_no}", f"e3-r{round_no}/"),
-        "restic": (restic, f"s3:{server.endpoint}/{BUCKET}/restic-r{round_no}",
-                   f"restic-r{round_no}/"),
+        "restic": (
+            restic,
+            f"s3:{server.endpoint}/{BUCKET}/restic-r{round_no}",
+            f"restic-r{round_no}/",
+        ),
     }
     order = list(repos) if round_no % 2 else list(repos)[::-1]
     for name in order:
@@ -92,8 +100,13 @@ def one_round(server: Seaweed, round_no: int, image: SourceImage, args: argparse
         tool.init(repo, log)
         r.backups.append(tool.backup(repo, image.path, 1, log))
         r.stored_bytes = server.stored_bytes(BUCKET, prefix)
-        logger.info("round %d %s backup: %.2f s, %s MiB stored", round_no, name,
-                    r.backups[-1].wall_s, mib(r.stored_bytes))
+        logger.info(
+            "round %d %s backup: %.2f s, %s MiB stored",
+            round_no,
+            name,
+            r.backups[-1].wall_s,
+            mib(r.stored_bytes),
+        )
         m, restored = tool.restore(repo, out_dir, image.path, log)
         r.restores.append(m)
         r.check = "ok" if sha256_file(restored) == image.sha256 else "**MISMATCH**"
@@ -124,14 +137,35 @@ def run(args: argparse.Namespace) -> tuple[dict[str, S3Result], SourceImage, str
 
 
 def results_table(results: dict[str, S3Result], size: int) -> str:
-    header = ["tool", "backup s", "backup MB/s", "backup RSS MiB", "backup CPU s",
-              "stored MiB", "restore s", "restore MB/s", "restore RSS MiB", "restore CPU s",
-              "sha256"]
-    rows = [[r.name, secs(r.backup), rate(size, r.backup), rss(r.backup),
-             f"{r.backup.cpu_s:.1f}" if r.backup else "-", mib(r.stored_bytes),
-             secs(r.restore), rate(size, r.restore), rss(r.restore),
-             f"{r.restore.cpu_s:.1f}" if r.restore else "-", r.check]
-            for r in results.values()]
+    header = [
+        "tool",
+        "backup s",
+        "backup MB/s",
+        "backup RSS MiB",
+        "backup CPU s",
+        "stored MiB",
+        "restore s",
+        "restore MB/s",
+        "restore RSS MiB",
+        "restore CPU s",
+        "sha256",
+    ]
+    rows = [
+        [
+            r.name,
+            secs(r.backup),
+            rate(size, r.backup),
+            rss(r.backup),
+            f"{r.backup.cpu_s:.1f}" if r.backup else "-",
+            mib(r.stored_bytes),
+            secs(r.restore),
+            rate(size, r.restore),
+            rss(r.restore),
+            f"{r.restore.cpu_s:.1f}" if r.restore else "-",
+            r.check,
+        ]
+        for r in results.values()
+    ]
     return report.markdown_table(header, rows)
 
 
@@ -140,24 +174,41 @@ def ratio_table(e3: S3Result, restic: S3Result) -> tuple[str, bool]:
     backup_x = restic.backup.wall_s / e3.backup.wall_s
     restore_x = restic.restore.wall_s / e3.restore.wall_s
     passed = restore_x >= TARGET_RESTORE_SPEEDUP
-    header = ["e3backup vs restic", "backup x", f"restore x (>= {TARGET_RESTORE_SPEEDUP:.0f}x)",
-              "stored ratio", "backup RSS ratio", "restore RSS ratio"]
-    row = ["speed-up (>1 = e3backup faster); ratios e3backup/restic", f"{backup_x:.2f}",
-           f"{restore_x:.2f}x {verdict(passed)}",
-           f"{e3.stored_bytes / max(1, restic.stored_bytes):.3f}",
-           f"{e3.backup.max_rss_bytes / max(1, restic.backup.max_rss_bytes):.2f}",
-           f"{e3.restore.max_rss_bytes / max(1, restic.restore.max_rss_bytes):.2f}"]
+    header = [
+        "e3backup vs restic",
+        "backup x",
+        f"restore x (>= {TARGET_RESTORE_SPEEDUP:.0f}x)",
+        "stored ratio",
+        "backup RSS ratio",
+        "restore RSS ratio",
+    ]
+    row = [
+        "speed-up (>1 = e3backup faster); ratios e3backup/restic",
+        f"{backup_x:.2f}",
+        f"{restore_x:.2f}x {verdict(passed)}",
+        f"{e3.stored_bytes / max(1, restic.stored_bytes):.3f}",
+        f"{e3.backup.max_rss_bytes / max(1, restic.backup.max_rss_bytes):.2f}",
+        f"{e3.restore.max_rss_bytes / max(1, restic.restore.max_rss_bytes):.2f}",
+    ]
     return report.markdown_table(header, [row]), passed
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common_args(parser, "s3")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat both tools on the same server; medians (default: 1)")
-    parser.add_argument("--keep-server-data", action="store_true",
-                        help="leave SeaweedFS's data dir (the repositories) in the work dir")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat both tools on the same server; medians (default: 1)",
+    )
+    parser.add_argument(
+        "--keep-server-data",
+        action="store_true",
+        help="leave SeaweedFS's data dir (the repositories) in the work dir",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
@@ -168,28 +219,40 @@ def main(argv: list[str] | None = None) -> int:
     e3, restic = results["e3backup"], results["restic"]
     size_text = f"{args.size / (1 << 30):.2f} GiB ({args.size} bytes)"
     rounds = f"median of {args.rounds} rounds; " if args.rounds > 1 else ""
-    parts = [f"## S3 (SeaweedFS on 127.0.0.1): e3backup vs restic (issue 4; {size_text} image, "
-             f"{rounds}MB/s = 10^6 bytes of image per second)",
-             results_table(results, args.size)]
+    parts = [
+        f"## S3 (SeaweedFS on 127.0.0.1): e3backup vs restic (issue 4; {size_text} image, "
+        f"{rounds}MB/s = 10^6 bytes of image per second)",
+        results_table(results, args.size),
+    ]
     table, passed = ratio_table(e3, restic)
     parts.append(table)
     notes = [f"SeaweedFS peak RSS {server_rss / report.MIB:.0f} MiB (server, whole run)."]
     if args.rounds > 1:
-        notes.append("Per round (s): " + "; ".join(
-            per_round(f"{r.name} {step}", r.backups if step == "backup" else r.restores)
-            for step in ("backup", "restore") for r in results.values()))
+        notes.append(
+            "Per round (s): "
+            + "; ".join(
+                per_round(f"{r.name} {step}", r.backups if step == "backup" else r.restores)
+                for step in ("backup", "restore")
+                for r in results.values()
+            )
+        )
     parts.append(" ".join(notes))
     text = "\n\n".join(parts)
     print(text)
-    print(f"\nissue 4 target (e3backup restore >= {TARGET_RESTORE_SPEEDUP:.0f}x restic's, both "
-          f"verified): {verdict(passed)}")
+    print(
+        f"\nissue 4 target (e3backup restore >= {TARGET_RESTORE_SPEEDUP:.0f}x restic's, both "
+        f"verified): {verdict(passed)}"
+    )
     if args.write_results:
-        setup = [*machine_lines(), f"- e3backup: {e3.version}, repo init --chunk-size "
-                 f"{args.chunk_size}", f"- restic: {restic.version}, repository version 2, "
-                 "--compression auto", f"- SeaweedFS: {weed_version} (`weed mini`)",
-                 f"- source: day-1 bench image ({image.path.name}, seed {args.seed})",
-                 "- method: docstring of `bench/s3_bench.py` (same server, warm cache, "
-                 "sync included)", f"- verdict: **{verdict(passed)}**"]
+        setup = [
+            *machine_lines(),
+            f"- e3backup: {e3.version}, repo init --chunk-size {args.chunk_size}",
+            f"- restic: {restic.version}, repository version 2, --compression auto",
+            f"- SeaweedFS: {weed_version} (`weed mini`)",
+            f"- source: day-1 bench image ({image.path.name}, seed {args.seed})",
+            "- method: docstring of `bench/s3_bench.py` (same server, warm cache, sync included)",
+            f"- verdict: **{verdict(passed)}**",
+        ]
         body = "\n".join([parts[0], "", *setup, "", "\n\n".join(parts[1:])])
         report.update_section(args.results_file, SECTION, body)
         print(f"updated section '{SECTION}' of {args.results_file}")

