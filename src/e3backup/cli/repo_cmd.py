@@ -11,7 +11,7 @@ from e3backup.cli.output import console, print_json
 from e3backup.core.errors import IntegrityError, UsageError
 from e3backup.core.units import format_bytes, parse_size
 from e3backup.repo import formats
-from e3backup.repo.check import check_repository
+from e3backup.repo.check import DataSubset, check_repository
 from e3backup.repo.config import DEFAULT_CHUNK_SIZE, ENCRYPTION_SCHEMES, validate_chunk_size
 from e3backup.repo.repository import Repository
 
@@ -92,6 +92,19 @@ def check(
     read_data: Annotated[
         bool, typer.Option("--read-data", help="Also read, decrypt and verify every chunk.")
     ] = False,
+    read_data_subset: Annotated[
+        str | None,
+        typer.Option(
+            "--read-data-subset",
+            metavar="n/t|N%",
+            help="Read only part n of t of the packs (by pack id: t runs cover them all) "
+            "or a random N%.",
+        ),
+    ] = None,
+    record: Annotated[
+        bool,
+        typer.Option(help="Store the verdict per snapshot; backups never build on a damaged one."),
+    ] = True,
     json_out: JsonOption = False,
 ) -> None:
     """Verify the repository's structure (and with --read-data, every stored byte).
@@ -99,18 +112,23 @@ def check(
     Exits non-zero and names the damaged snapshots when anything is wrong.
     """
     cli: CliContext = ctx.obj
+    subset = DataSubset.parse(read_data_subset) if read_data_subset is not None else None
     repo = cli.open_repository()
-    report = check_repository(repo, read_data=read_data)
+    report = check_repository(repo, read_data=read_data, subset=subset, record=record)
+    data_read = report.scope != "structure"
     if json_out:
         print_json(
             {
                 "ok": report.ok,
+                "scope": report.scope,
                 "errors": report.errors,
                 "notes": report.notes,
                 "damaged_snapshots": sorted(report.damaged_snapshots),
                 "snapshots_checked": report.snapshots_checked,
                 "packs_checked": report.packs_checked,
+                "packs_read": report.packs_read,
                 "chunks_verified": report.chunks_verified,
+                "records_written": report.records_written,
             }
         )
     else:
@@ -118,10 +136,14 @@ def check(
             console.print(f"note: {note}", highlight=False)
         for problem in report.errors:
             console.print(f"[red]error:[/] {problem}", highlight=False)
-        what = "structure and data" if read_data else "structure"
         console.print(
-            f"checked {what}: {report.snapshots_checked} snapshots, {report.packs_checked} packs"
-            + (f", {report.chunks_verified} chunks verified" if read_data else ""),
+            f"checked {report.scope}: {report.snapshots_checked} snapshots, "
+            f"{report.packs_checked} packs"
+            + (
+                f", {report.packs_read} read, {report.chunks_verified} chunks verified"
+                if data_read
+                else ""
+            ),
             highlight=False,
         )
     if not report.ok:

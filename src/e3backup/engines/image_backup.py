@@ -1,7 +1,9 @@
 """Backing up an image file or block device as one snapshot, and restoring it.
 
 Backups of the same path on the same host form one *source*: the latest snapshot of the source
-is the parent of the next backup (dedup base; the base for `--changed-extents`).
+is the parent of the next backup (dedup base; the base for `--changed-extents`). A snapshot that
+`check` recorded as damaged is never a parent: the newest undamaged one is used instead, and since
+changed extents are relative to the latest snapshot, the disk is then read in full.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from e3backup.engines.progress import ProgressCallback, ProgressTracker
 from e3backup.engines.restore import DiskRestore
 from e3backup.engines.restore_targets import open_target
 from e3backup.engines.source import DiskReader
+from e3backup.repo import verification
 from e3backup.repo.manifest import Snapshot
 from e3backup.repo.repository import Repository, hostname
 from e3backup.repo.session import WriteSession
@@ -53,13 +56,16 @@ def backup_image(
     options = options or ImageBackupOptions()
     cancel = cancel or CancelToken()
     source_id = image_source_id(path)
-    parent = repo.latest_for_source(source_id)
+    parent, rejected = choose_parent(repo, source_id)
     disk_name = Path(path).name
     parent_disk = None
     if parent is not None:
         parent_disk = next((d for d in parent.disks if d.name == disk_name), None)
     plan = DiskPlan(disk_name, reader, parent_disk, options.changed_extents)
     plan.reason = _read_plan_reason(plan, reader, repo.config.chunk_size)
+    if rejected:
+        log.warning("snapshot %s failed verification: not used as the parent", rejected[0][:12])
+        plan.reason = f"parent failed verification (snapshot {rejected[0][:12]}): full read"
     if plan.reason:  # the incremental base is unusable: read everything
         plan.changed_extents = None
     started = datetime.now(UTC)
@@ -89,6 +95,17 @@ def backup_image(
         raise
     tracker.report()
     return snapshot
+
+
+def choose_parent(repo: Repository, source_id: str) -> tuple[Snapshot | None, list[str]]:
+    """The newest snapshot of the source not recorded as damaged, and the newer ids rejected."""
+    candidates = [s for s in repo.list_snapshots() if s.source_id == source_id]
+    rejected: list[str] = []
+    for snapshot in reversed(candidates):
+        if not verification.is_damaged(repo, snapshot.id):
+            return snapshot, rejected
+        rejected.append(snapshot.id)
+    return None, rejected
 
 
 def _read_plan_reason(plan: DiskPlan, reader: DiskReader, chunk_size: int) -> str:

@@ -5,18 +5,27 @@ snapshot opens and every page and chunk it references is indexed. Read-data: eve
 read, its trailer must agree with the index, and every blob must decrypt and hash to its id.
 Damage is reported with the snapshots it affects; leftovers of interrupted backups (packs no
 index mentions, stale sessions) are reported as notes, not errors.
+
+A large repository is verified gradually with a data subset: `n/t` reads part n of t (a pack is
+in part `pack_id[0] % t + 1`, restic's rule, so t runs cover every pack exactly once and a rerun
+reads the same packs), `N%` a random N % of the packs. The structure check is always complete.
+With `record=True` the verdict for every snapshot is stored (repo/verification.py), so backups
+never build on a snapshot found damaged.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from e3backup.core.errors import E3Error
-from e3backup.repo import formats
+from e3backup.core.errors import E3Error, IntegrityError, UsageError
+from e3backup.repo import formats, verification
 from e3backup.repo.chunk_index import ChunkLocation
+from e3backup.repo.manifest import DiskRecord
 from e3backup.repo.pack import read_trailer
 from e3backup.repo.repository import Repository
 
@@ -25,14 +34,59 @@ PackEntries = dict[bytes, list[tuple[bytes, ChunkLocation]]]
 log = logging.getLogger(__name__)
 
 
+_PART = re.compile(r"^(\d+)/(\d+)$")
+_PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
+
+
+@dataclass(frozen=True)
+class DataSubset:
+    """Which packs a data check reads: part `n` of `t`, or a random `percent` of them."""
+
+    part: tuple[int, int] | None = None
+    percent: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> DataSubset:
+        """'n/t' (1 ≤ n ≤ t) or 'N%' (0 < N ≤ 100)."""
+        text = text.strip()
+        if match := _PART.match(text):
+            n, t = int(match[1]), int(match[2])
+            if not 1 <= n <= t:
+                raise UsageError(f"data subset {text!r}: need 1 <= n <= t in n/t")
+            return cls(part=(n, t))
+        if match := _PERCENT.match(text):
+            percent = float(match[1])
+            if not 0 < percent <= 100:
+                raise UsageError(f"data subset {text!r}: the percentage must be in (0, 100]")
+            return cls(percent=percent)
+        raise UsageError(f"data subset {text!r}: expected n/t (such as 2/5) or N% (such as 10%)")
+
+    def describe(self) -> str:
+        if self.part is not None:
+            return f"{self.part[0]}/{self.part[1]}"
+        return f"{self.percent:g}%"
+
+    def select(self, pack_ids: list[bytes], rng: random.Random | None = None) -> set[bytes]:
+        if self.part is not None:
+            n, t = self.part
+            return {p for p in pack_ids if p[0] % t == n - 1}
+        assert self.percent is not None
+        count = min(len(pack_ids), max(1, round(len(pack_ids) * self.percent / 100)))
+        return set((rng or random.Random()).sample(sorted(pack_ids), count)) if pack_ids else set()
+
+
 @dataclass
 class CheckReport:
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     damaged_snapshots: set[str] = field(default_factory=set)
+    snapshot_problems: dict[str, list[str]] = field(default_factory=dict)
     snapshots_checked: int = 0
     packs_checked: int = 0
+    packs_read: int = 0
     chunks_verified: int = 0
+    scope: str = "structure"
+    records_written: int = 0
 
     @property
     def ok(self) -> bool:
@@ -40,16 +94,42 @@ class CheckReport:
 
 
 def check_repository(
-    repo: Repository, read_data: bool = False, on_pack: Callable[[int, int], None] | None = None
+    repo: Repository,
+    read_data: bool = False,
+    on_pack: Callable[[int, int], None] | None = None,
+    subset: DataSubset | None = None,
+    record: bool = False,
+    rng: random.Random | None = None,
 ) -> CheckReport:
+    """Check the repository; `subset` implies reading data. With `record`, store the verdicts."""
+    read_data = read_data or subset is not None
     report = CheckReport()
+    if read_data:
+        report.scope = verification.SCOPE_FULL_DATA
+        if subset is not None:
+            report.scope += " " + subset.describe()
     by_pack = _load_index(repo, report)
-    bad_chunks = _check_packs(repo, by_pack, report, read_data, on_pack)
-    _check_snapshots(repo, bad_chunks, report)
+    to_read: set[bytes] = set()
+    if read_data:
+        to_read = set(by_pack) if subset is None else subset.select(list(by_pack), rng)
+    bad_chunks = _check_packs(repo, by_pack, report, to_read, on_pack)
+    snapshot_ids = _check_snapshots(repo, bad_chunks, report)
     stale = sum(1 for _ in repo.backend.list(formats.SESSIONS_PREFIX))
     if stale:
         report.notes.append(f"{stale} write session(s) registered (running or interrupted backups)")
+    if record:
+        written = verification.record_results(
+            repo, snapshot_ids, report.snapshot_problems, report.scope
+        )
+        report.records_written = len(written)
+        _drop_orphan_records(repo, set(snapshot_ids))
     return report
+
+
+def _drop_orphan_records(repo: Repository, snapshot_ids: set[str]) -> None:
+    for info in repo.backend.list(formats.VERIFY_PREFIX):
+        if info.key.removeprefix(formats.VERIFY_PREFIX) not in snapshot_ids:
+            repo.backend.delete(info.key)
 
 
 def _load_index(
@@ -71,7 +151,7 @@ def _check_packs(
     repo: Repository,
     by_pack: PackEntries,
     report: CheckReport,
-    read_data: bool,
+    to_read: set[bytes],
     on_pack: Callable[[int, int], None] | None,
 ) -> set[bytes]:
     """Returns the ids of chunks that cannot be read intact."""
@@ -92,7 +172,7 @@ def _check_packs(
         if end > sizes[key]:
             bad.update(cid for cid, _ in entries)
             return [f"pack {pack_id.hex()[:16]} is truncated ({sizes[key]} < {end} bytes)"]
-        return _read_pack(repo, pack_id, entries, bad) if read_data else []
+        return _read_pack(repo, pack_id, entries, bad) if pack_id in to_read else []
 
     done = 0
     with ThreadPoolExecutor(repo.backend.properties().parallelism) as pool:
@@ -102,8 +182,9 @@ def _check_packs(
             if on_pack is not None:
                 on_pack(done, len(by_pack))
     report.packs_checked = len(by_pack)
-    if read_data:
-        report.chunks_verified = sum(len(v) for v in by_pack.values()) - len(bad)
+    report.packs_read = len(to_read)
+    read_chunks = {cid for p in to_read for cid, _ in by_pack.get(p, ())}
+    report.chunks_verified = len(read_chunks - bad)
     return bad
 
 
@@ -136,27 +217,58 @@ def _read_pack(
     return problems
 
 
-def _check_snapshots(repo: Repository, bad_chunks: set[bytes], report: CheckReport) -> None:
-    for snapshot_id in repo.snapshot_ids():
+def _check_snapshots(repo: Repository, bad_chunks: set[bytes], report: CheckReport) -> list[str]:
+    """Check every snapshot; returns the ids checked. Pages shared by snapshots (unchanged
+    regions) are examined once: `good_pages` maps a verified page to its entry count."""
+    snapshot_ids = repo.snapshot_ids()
+    good_pages: dict[bytes, int] = {}
+    for snapshot_id in snapshot_ids:
         report.snapshots_checked += 1
         try:
             snapshot = repo.load_snapshot(snapshot_id)
             for disk in snapshot.disks:
-                for page_hex in disk.pages:
-                    if bytes.fromhex(page_hex) in bad_chunks:
-                        raise E3Error(f"disk {disk.name}: index page {page_hex[:16]} is damaged")
-                missing = damaged = 0
-                for chunk_id in repo.disk_chunk_ids(disk):
-                    if chunk_id == formats.ZERO_ID:
-                        continue
-                    if chunk_id in bad_chunks:
-                        damaged += 1
-                    elif chunk_id not in repo.index:
-                        missing += 1
-                if missing or damaged:
-                    raise E3Error(
-                        f"disk {disk.name}: {damaged} damaged and {missing} missing chunk(s)"
-                    )
+                _check_disk(repo, disk, bad_chunks, good_pages)
         except E3Error as exc:
             report.damaged_snapshots.add(snapshot_id)
+            report.snapshot_problems.setdefault(snapshot_id, []).append(str(exc))
             report.errors.append(f"snapshot {snapshot_id[:12]} is damaged: {exc}")
+    return snapshot_ids
+
+
+def _check_disk(
+    repo: Repository, disk: DiskRecord, bad_chunks: set[bytes], good_pages: dict[bytes, int]
+) -> None:
+    expected = -(-disk.size_bytes // disk.chunk_size)
+    produced = missing = damaged = 0
+    for page_hex in disk.pages:
+        page_id = bytes.fromhex(page_hex)
+        if page_id in bad_chunks:
+            raise E3Error(f"disk {disk.name}: index page {page_hex[:16]} is damaged")
+        known = good_pages.get(page_id)
+        if known is not None:
+            produced += known
+            continue
+        page = repo.read_chunk(page_id)
+        if len(page) % formats.ID_BYTES:
+            raise IntegrityError(f"index page {page_hex[:16]} has a partial entry")
+        page_missing = page_damaged = 0
+        for pos in range(0, len(page), formats.ID_BYTES):
+            chunk_id = page[pos : pos + formats.ID_BYTES]
+            if chunk_id == formats.ZERO_ID:
+                continue
+            if chunk_id in bad_chunks:
+                page_damaged += 1
+            elif chunk_id not in repo.index:
+                page_missing += 1
+        produced += len(page) // formats.ID_BYTES
+        if page_missing or page_damaged:
+            missing += page_missing
+            damaged += page_damaged
+        else:
+            good_pages[page_id] = len(page) // formats.ID_BYTES
+    if missing or damaged:
+        raise E3Error(f"disk {disk.name}: {damaged} damaged and {missing} missing chunk(s)")
+    if produced != expected:
+        raise IntegrityError(
+            f"disk {disk.name}: index has {produced} chunks, expected {expected} for its size"
+        )

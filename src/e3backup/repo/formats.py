@@ -25,6 +25,7 @@ INDEX_PREFIX = "index/"
 SNAPSHOTS_PREFIX = "snapshots/"
 SESSIONS_PREFIX = "sessions/"
 TOMBSTONES_PREFIX = "tombstones/"
+VERIFY_PREFIX = "verify/"  # verify/<snapshot id>: the last check verdict (repo/verification.py)
 
 
 def pack_key(pack_id: bytes) -> str:
