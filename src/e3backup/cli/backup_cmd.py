@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from e3backup.cli import vm_cmd
 from e3backup.cli.context import CliContext, cancel_on_interrupt
 from e3backup.cli.output import console, print_json, progress_bar
 from e3backup.core.units import format_bytes
@@ -103,3 +104,7 @@ def snapshot_summary(snapshot: Snapshot) -> dict[str, Any]:
             for d in snapshot.disks
         ],
     }
+
+
+# `backup vm` lives with the other VM commands.
+app.command("vm")(vm_cmd.backup_vm)

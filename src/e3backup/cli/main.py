@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from e3backup import __version__
-from e3backup.cli import backup_cmd, demo_cmd, repo_cmd, restore_cmd, snapshots_cmd
+from e3backup.cli import backup_cmd, demo_cmd, repo_cmd, restore_cmd, snapshots_cmd, vm_cmd
 from e3backup.cli.context import PASSWORD_ENV, REPO_ENV, CliContext
 from e3backup.cli.output import error
 from e3backup.core.errors import E3Error
@@ -28,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(repo_cmd.app, name="repo")
 app.add_typer(backup_cmd.app, name="backup")
+app.add_typer(vm_cmd.app, name="vm")
 app.command("snapshots")(snapshots_cmd.snapshots)
 app.command("restore")(restore_cmd.restore)
 app.command("demo")(demo_cmd.demo)
