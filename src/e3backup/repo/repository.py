@@ -37,6 +37,7 @@ class Repository:
         self.config = config
         self.codec = BlobCodec(master, config.compression_level)
         self._index: ChunkIndex | None = None
+        self.loaded_index_keys: frozenset[str] = frozenset()  # what `index` was built from
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -123,6 +124,7 @@ class Repository:
     def _load_index(self) -> ChunkIndex:
         index = ChunkIndex()
         names = [info.key for info in self.backend.list(formats.INDEX_PREFIX)]
+        self.loaded_index_keys = frozenset(names)
         workers = self.backend.properties().parallelism
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for entries in pool.map(self.read_index_object, names):

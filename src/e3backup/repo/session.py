@@ -5,6 +5,11 @@ Order of durability, which is what keeps a killed backup harmless:
   2. packs are uploaded; only after a pack is stored is it recorded in an index object;
   3. the snapshot manifest is written after every index object it depends on;
   4. the session object is removed.
+While it runs, a session rewrites its object every `heartbeat_s` (`$E3BACKUP_HEARTBEAT_S`, default
+60 s): prune (repo/gc.py) keeps data a running backup may use for as long as it heartbeats. At
+commit, a session whose object was removed by prune (it looked dead) refuses to write the
+snapshot, and if prune rewrote the index since the session loaded it, every chunk the snapshot
+references is checked against the current index and re-indexed when needed.
 A crash at any point leaves complete objects only: packs nobody indexes (garbage for prune) or
 indexed chunks no snapshot references yet (reused by the next backup).
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,10 +26,10 @@ from datetime import UTC, datetime
 
 import blake3
 
-from e3backup.core.errors import E3Error, StorageError
+from e3backup.core.errors import E3Error, IntegrityError, ObjectNotFound, StorageError
 from e3backup.core.ids import new_id
 from e3backup.repo import formats
-from e3backup.repo.chunk_index import ChunkLocation
+from e3backup.repo.chunk_index import ChunkIndex, ChunkLocation
 from e3backup.repo.index_file import encode_index
 from e3backup.repo.manifest import Snapshot
 from e3backup.repo.pack import PackBuilder, PackEntry
@@ -34,6 +40,11 @@ log = logging.getLogger(__name__)
 DEFAULT_PACK_BYTES = 16 * 1024 * 1024
 INDEX_FLUSH_PACKS = 32
 MAX_PACKS_IN_MEMORY = 4
+DEFAULT_HEARTBEAT_S = 60.0
+
+
+def heartbeat_interval_s() -> float:
+    return float(os.environ.get("E3BACKUP_HEARTBEAT_S") or DEFAULT_HEARTBEAT_S)
 
 
 class WriteSession:
@@ -62,7 +73,11 @@ class WriteSession:
         self.bytes_uploaded = 0
         self.started_at = datetime.now(UTC)
         self._closed = False
+        self._stop_heartbeat = threading.Event()
+        self.expired = False
         self._write_session_object()
+        self._heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True)
+        self._heartbeat.start()
 
     # --- storing --------------------------------------------------------------------------------
 
@@ -150,7 +165,7 @@ class WriteSession:
         payload = encode_index(entries)
         key = formats.INDEX_PREFIX + blake3.blake3(payload).hexdigest()
         self.repo.backend.put(key, self.repo.codec.encode(payload, key.encode()))
-        self._write_session_object()  # doubles as the heartbeat
+        self._beat()  # doubles as the heartbeat
 
     def flush(self) -> None:
         """Upload the partial pack and wait until everything stored so far is indexed."""
@@ -165,6 +180,7 @@ class WriteSession:
     def commit(self, snapshot: Snapshot) -> None:
         """Make the snapshot durable: everything it references is indexed before it is written."""
         self.flush()
+        self._recheck_before_commit(snapshot)
         key = formats.SNAPSHOTS_PREFIX + snapshot.id
         self.repo.backend.put(key, self.repo.codec.encode(snapshot.to_json(), key.encode()))
         self.close()
@@ -185,6 +201,7 @@ class WriteSession:
         if self._closed:
             return
         self._closed = True
+        self._stop_heartbeat.set()
         self._uploads.shutdown(wait=True)
         self.repo.backend.delete(self._session_key)
 
@@ -199,9 +216,71 @@ class WriteSession:
             "started_at": self.started_at.isoformat(),
             "heartbeat_at": datetime.now(UTC).isoformat(),
             "heartbeat_unix": time.time(),
+            "started_unix": self.started_at.timestamp(),
         }
         key = self._session_key
         self.repo.backend.put(key, self.repo.codec.encode(json.dumps(doc).encode(), key.encode()))
+
+    def _heartbeat_loop(self) -> None:
+        interval = heartbeat_interval_s()
+        while not self._stop_heartbeat.wait(interval) and not self.expired:
+            try:
+                self._beat()
+            except E3Error as exc:
+                log.warning("session heartbeat failed: %s", exc)
+
+    def _beat(self) -> None:
+        """Refresh the session object, unless prune removed it (then the session is expired)."""
+        if self.expired:
+            return
+        try:
+            self.repo.backend.stat(self._session_key)
+        except ObjectNotFound:
+            self.expired = True  # prune took this session for dead: never resurrect it
+            return
+        self._write_session_object()
+
+    def _recheck_before_commit(self, snapshot: Snapshot) -> None:
+        """Refuse to commit if prune declared this session dead; re-index chunks prune took out
+        of the index after this session loaded it (their packs are kept while it is live)."""
+        try:
+            self.repo.backend.stat(self._session_key)
+        except ObjectNotFound:
+            self.expired = True
+        if self.expired:
+            raise IntegrityError(
+                "the write session expired (no heartbeat within prune's grace period); "
+                "no snapshot was written: run the backup again"
+            )
+        loaded = self.repo.loaded_index_keys
+        current = {info.key for info in self.repo.backend.list(formats.INDEX_PREFIX)}
+        if loaded <= current:
+            return
+        fresh = ChunkIndex()
+        for key in current:
+            try:
+                fresh.add_many(self.repo.read_index_object(key))
+            except ObjectNotFound:
+                continue  # superseded meanwhile; its survivors are in a newer object
+        missing: dict[bytes, ChunkLocation] = {}
+        for disk in snapshot.disks:
+            ids = [bytes.fromhex(p) for p in disk.pages]
+            for chunk_id in [*ids, *self.repo.disk_chunk_ids(disk)]:
+                if chunk_id != formats.ZERO_ID and chunk_id not in fresh:
+                    missing[chunk_id] = self.repo.locate(chunk_id)
+        for pack_id in {loc.pack_id for loc in missing.values()}:
+            try:
+                self.repo.backend.stat(formats.pack_key(pack_id))
+            except ObjectNotFound:
+                raise IntegrityError(
+                    f"pack {pack_id.hex()[:16]} was pruned while this backup used it; "
+                    "no snapshot was written: run the backup again"
+                ) from None
+        if missing:
+            log.info("re-indexing %d chunk(s) a concurrent prune unindexed", len(missing))
+            with self._lock:
+                self._unindexed.extend(missing.items())
+            self._write_index()
 
 
 def _location(pack_id: bytes, entry: PackEntry) -> ChunkLocation:
