@@ -12,7 +12,9 @@ import typer
 from e3backup import __version__
 from e3backup.cli import backup_cmd, demo_cmd, repo_cmd, restore_cmd, snapshots_cmd, vm_cmd
 from e3backup.cli.context import PASSWORD_ENV, REPO_ENV, CliContext
+from e3backup.cli.forget_cmd import forget
 from e3backup.cli.output import error
+from e3backup.cli.prune_cmd import prune_command
 from e3backup.core.errors import E3Error
 
 app = typer.Typer(
@@ -32,6 +34,8 @@ app.add_typer(vm_cmd.app, name="vm")
 app.command("snapshots")(snapshots_cmd.snapshots)
 app.command("restore")(restore_cmd.restore)
 app.command("demo")(demo_cmd.demo)
+app.command("forget")(forget)
+app.command("prune")(prune_command)
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,228 @@
+"""Prune: delete and repack data no snapshot needs, without any lock that blocks backups.
+
+Safety rule
+-----------
+Prune removes data in two steps separated by at least the grace period G:
+
+1. *Unindex* (run k, finished at time T): packs with no live chunk, packs that are mostly
+   garbage (after their live blobs were copied into new packs and indexed), and packs no index
+   mentions are taken out of the index: new index objects with the surviving entries are
+   written, then the superseded ones deleted, then `tombstones/packs-<id>` records the packs
+   and T. Nothing is deleted from storage yet.
+2. *Delete* (a run at time ≥ T + G): a pack of such a tombstone is deleted only if
+   (a) no write session that started before T (+ a clock-skew allowance) is still live, and
+   (b) no index object, read after the sessions were listed, mentions the pack.
+
+"Live" data (never unindexed) is everything referenced by a snapshot, or by a snapshot whose
+tombstone (written by `forget` before it deletes the manifest) is younger than G. A session is
+live while its heartbeat is younger than G; prune deletes the objects of older ones, and a writer
+whose session object vanished refuses to commit. Listing order in a run: sessions, tombstones,
+snapshots, index, packs.
+
+Why a backup W cannot commit a snapshot that references deleted data:
+- W registers its session before it loads the index and heartbeats while it runs, so W's view
+  of the index is younger than its session. If W may use a chunk x unindexed at T, W's session
+  started before T, and while W is live step 2 (a) keeps x's pack.
+- If x left the index after W loaded it, an index object W loaded is gone at commit; W then
+  re-checks every chunk its snapshot references against the current index and re-indexes the
+  ones it still holds (their packs exist: W is live). Step 2 (b) then keeps those packs.
+- Chunks inherited from the parent snapshot: the parent was live or tombstoned less than G ago
+  when W read it (milliseconds before its session), so its chunks were indexed when W loaded
+  the index, and the previous point applies.
+- Packs W uploaded but has not indexed yet look unindexed to prune; W's session started before
+  they were uploaded, so step 2 (a) keeps them until W indexed them, and (b) afterwards.
+Readers that loaded the index before T (restore, check) find every pack they need for G.
+Assumptions: hosts' clocks agree to well within G; no process stalls longer than G between a
+heartbeat and its next write (a stalled writer finds its session gone and fails the backup).
+With G = 0 none of this holds: sessions are stale at once and unindexed packs of running backups
+are deleted (tests/integration/test_gc_concurrency.py shows the loss).
+
+Which operations may overlap
+----------------------------
+| pair            | allowed | why it is safe                                                   |
+|-----------------|---------|------------------------------------------------------------------|
+| backup / backup | yes     | content-addressed, idempotent puts; duplicate entries are benign |
+| backup / forget | yes     | forget only deletes a manifest, after its tombstone; the tombstone|
+|                 |         | keeps a chosen parent's data live for G                          |
+| backup / prune  | yes     | the safety rule above (sessions, two steps, commit re-check)     |
+| prune / prune   | yes     | index rewrites only drop entries of packs both see as garbage;   |
+|                 |         | a repacking prune is a write session, so it defers the other's   |
+|                 |         | step 2; deletes are idempotent                                   |
+| check / prune   | yes     | packs leave the index G before they leave storage; an index      |
+|                 |         | object superseded mid-check may be reported as vanished (rerun)  |
+| restore / prune | yes     | as check: a restore shorter than G never misses a pack; a longer |
+|                 |         | one fails with "pack missing", never with wrong data             |
+Tests: tests/unit/repo/test_gc_overlap.py has one test per row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import blake3
+
+from e3backup.core.errors import ObjectNotFound
+from e3backup.repo import formats
+from e3backup.repo.chunk_index import ChunkLocation
+from e3backup.repo.gc_plan import PrunePlan, plan_prune
+from e3backup.repo.index_file import encode_index
+from e3backup.repo.repository import Repository
+from e3backup.repo.session import WriteSession
+from e3backup.repo.tombstones import (
+    PacksTombstone,
+    SessionRecord,
+    read_sessions,
+    read_tombstones,
+    write_packs_tombstone,
+)
+
+DEFAULT_GRACE_S = 24 * 3600.0
+DEFAULT_REPACK_RATIO = 0.5
+MAX_CLOCK_SKEW_S = 60.0
+INDEX_ENTRIES_PER_OBJECT = 65536
+
+
+@dataclass
+class PruneOptions:
+    grace_s: float = DEFAULT_GRACE_S
+    max_repack_ratio: float = DEFAULT_REPACK_RATIO  # repack packs whose live share is at most this
+    dry_run: bool = False
+    clock: Callable[[], float] = time.time
+
+
+@dataclass
+class PruneReport:
+    snapshots: int = 0
+    tombstoned_snapshots: int = 0
+    live_sessions: int = 0
+    stale_sessions_removed: int = 0
+    packs_total: int = 0
+    packs_unindexed: int = 0
+    packs_repacked: int = 0
+    blobs_copied: int = 0
+    packs_deleted: int = 0
+    bytes_deleted: int = 0
+    packs_waiting: int = 0  # unindexed, waiting for the grace period or a session
+    index_objects_rewritten: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def prune(repo: Repository, options: PruneOptions | None = None) -> PruneReport:
+    options = options or PruneOptions()
+    grace = max(0.0, options.grace_s)
+    now = options.clock()
+    report = PruneReport()
+
+    sessions = read_sessions(repo)  # first: see the safety rule
+    live = [s for s in sessions if now - s.heartbeat_unix < grace]
+    report.live_sessions = len(live)
+    snap_tombs, pack_tombs = read_tombstones(repo)
+    pending = {p for t in pack_tombs for p in t.pack_ids}
+    plan = plan_prune(repo, now, grace, snap_tombs, options.max_repack_ratio, pending)
+    report.snapshots = plan.snapshot_count
+    report.tombstoned_snapshots = len(snap_tombs)
+    report.packs_total = len(plan.stored_packs)
+    report.packs_unindexed = len(plan.unindex)
+    report.packs_repacked = len(plan.repack)
+    if options.dry_run:
+        report.packs_waiting = len(pending | plan.unindex)
+        return report
+
+    for session in sessions:
+        if session not in live:
+            repo.backend.delete(session.key)
+            report.stale_sessions_removed += 1
+    for snapshot_id in plan.forgotten_but_present:  # finish a forget that crashed midway
+        repo.backend.delete(formats.SNAPSHOTS_PREFIX + snapshot_id)
+    _repack(repo, plan, report)
+    _rewrite_index(repo, plan, report)
+    if plan.unindex:
+        write_packs_tombstone(repo, sorted(plan.unindex), options.clock())
+        report.packs_waiting += len(plan.unindex)
+    _sweep(repo, pack_tombs, live, now, grace, plan.indexed_packs - plan.unindex, report)
+    for tomb in snap_tombs:
+        if now - tomb.time_unix >= grace:
+            repo.backend.delete(tomb.key)
+    return report
+
+
+def _repack(repo: Repository, plan: PrunePlan, report: PruneReport) -> None:
+    """Copy the live blobs of mostly-garbage packs into new packs. Prune writes through a write
+    session, so the copies are indexed before the old packs leave the index, and a concurrent
+    prune sees a running writer."""
+    if not any(plan.repack.values()):
+        return
+    session = WriteSession(repo)
+    try:
+        for pack_id, entries in sorted(plan.repack.items()):
+            if not entries:
+                continue
+            data = repo.backend.get(formats.pack_key(pack_id))
+            for chunk_id, loc in entries:
+                blob = data[loc.offset : loc.offset + loc.length]
+                repo.decode_chunk(blob, chunk_id, loc)  # never copy damage into a new pack
+                session.add_blob(loc.blob_type, chunk_id, blob, loc.raw_length)
+                report.blobs_copied += 1
+        session.flush()
+    except BaseException:
+        session.abort()
+        raise
+    session.close()
+
+
+def _rewrite_index(repo: Repository, plan: PrunePlan, report: PruneReport) -> None:
+    """New index objects with the survivors of every object that mentions an unindexed pack,
+    written before the superseded objects are deleted."""
+    affected = [key for key, packs in plan.packs_by_index_key.items() if packs & plan.unindex]
+    survivors: list[tuple[bytes, ChunkLocation]] = []
+    for key in affected:
+        try:
+            entries = repo.read_index_object(key)
+        except ObjectNotFound:  # a concurrent prune superseded it already
+            continue
+        survivors.extend(e for e in entries if e[1].pack_id not in plan.unindex)
+    for start in range(0, len(survivors), INDEX_ENTRIES_PER_OBJECT):
+        payload = encode_index(survivors[start : start + INDEX_ENTRIES_PER_OBJECT])
+        key = formats.INDEX_PREFIX + blake3.blake3(payload).hexdigest()
+        repo.backend.put(key, repo.codec.encode(payload, key.encode()))
+    for key in affected:
+        repo.backend.delete(key)
+    report.index_objects_rewritten = len(affected)
+
+
+def _sweep(
+    repo: Repository,
+    pack_tombs: list[PacksTombstone],
+    live: list[SessionRecord],
+    now: float,
+    grace: float,
+    indexed_now: set[bytes],
+    report: PruneReport,
+) -> None:
+    """Step 2: delete the packs of tombstones older than G that no running backup may need."""
+    skew = min(grace, MAX_CLOCK_SKEW_S)
+    for tomb in pack_tombs:
+        if now - tomb.time_unix < grace:
+            report.packs_waiting += len(tomb.pack_ids)
+            continue
+        blockers = [s for s in live if s.started_unix < tomb.time_unix + skew]
+        if blockers:
+            report.packs_waiting += len(tomb.pack_ids)
+            report.notes.append(
+                f"{len(tomb.pack_ids)} pack(s) wait for {len(blockers)} running backup(s)"
+            )
+            continue
+        for pack_id in tomb.pack_ids:
+            if pack_id in indexed_now:
+                continue  # indexed again by a backup that had deduplicated against it
+            key = formats.pack_key(pack_id)
+            try:
+                size = repo.backend.stat(key).size_bytes
+            except ObjectNotFound:  # deleted by a concurrent prune
+                continue
+            repo.backend.delete(key)
+            report.packs_deleted += 1
+            report.bytes_deleted += size
+        repo.backend.delete(tomb.key)
