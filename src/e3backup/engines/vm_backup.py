@@ -230,7 +230,9 @@ class VmBackupJob:
         pool: ThreadPoolExecutor,
     ) -> DiskRecord:
         name = dv.disk.name
-        parent_disk = next((d for d in parent.disks if d.name == name), None) if parent else None
+        parent_disk = None
+        if parent is not None and not parent_reason:  # a parent that failed is not even read
+            parent_disk = next((d for d in parent.disks if d.name == name), None)
         size = dv.reader.size_bytes
         chunk_size = self.repo.config.chunk_size
         decision = decide(

@@ -184,6 +184,7 @@ class QemuPointInTime:
         self._prepared: list[_Prepared] = []
         self._committed = False
         self._cleaned = False
+        self._torn_down = False
         self._server_started = False
         tag = vm.id.replace("-", "")[:8]
         self._socket = provider.scratch_dir / f"e3b-{tag}.sock"
@@ -351,17 +352,34 @@ class QemuPointInTime:
     # --- commit and cleanup ---------------------------------------------------------------------
 
     def commit(self) -> None:
+        self._teardown()  # an exported bitmap is busy: stop reading first
         for p in self._touched:
             if p.old_token:
                 bitmaps.remove(self.qmp, p.device.node, p.old_token)
         self._committed = True
 
+    def _teardown(self) -> None:
+        """Stop reading: readers, exports, NBD server, jobs, scratch nodes and files."""
+        if self._torn_down or self._qmp is None:
+            return
+        self._torn_down = True
+        for view in self._views:
+            _quietly(view.reader.close)
+        _quietly(
+            remove_leftovers,
+            self._qmp,
+            self.provider.scratch_dir,
+            self._scratch_glob,
+            self.endpoint,
+            False,
+        )
+        self._socket.unlink(missing_ok=True)
+
     def cleanup(self) -> None:
         if self._cleaned:
             return
         self._cleaned = True
-        for view in self._views:
-            _quietly(view.reader.close)
+        self._teardown()
         if self._qmp is None:
             return
         qmp = self._qmp
@@ -371,16 +389,16 @@ class QemuPointInTime:
                     _quietly(bitmaps.rollback, qmp, p.device.node, p.old_token, p.new_token)
                 elif p.new_token:
                     _quietly(bitmaps.remove, qmp, p.device.node, p.new_token)
-        _quietly(
-            remove_leftovers, qmp, self.provider.scratch_dir, self._scratch_glob, self.endpoint
-        )
-        self._socket.unlink(missing_ok=True)
         qmp.close()
         self._qmp = None
 
 
 def remove_leftovers(
-    qmp: QmpClient, scratch_dir: Path, scratch_glob: str, endpoint: QemuEndpoint
+    qmp: QmpClient,
+    scratch_dir: Path,
+    scratch_glob: str,
+    endpoint: QemuEndpoint,
+    leftovers: bool = True,
 ) -> list[str]:
     """Remove exports, NBD server, jobs, scratch nodes and files of ours; thaw a frozen guest.
 
@@ -414,7 +432,7 @@ def remove_leftovers(
                     removed.append("guest freeze")
         except GuestAgentError:
             pass
-    if removed:
+    if removed and leftovers:
         log.warning("removed leftovers of an earlier backup: %s", ", ".join(removed))
     return removed
 
