@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from e3backup.core.errors import SourceError
 from e3backup.exec.command import Command
 from e3backup.exec.daemon import Daemon
-from e3backup.sources.nbd import protocol
-from e3backup.sources.nbd.client import NbdClient, NbdError
+from e3backup.sources.nbd.client import NbdError
+from e3backup.sources.nbd.reader import NbdExportReader
 
 MAX_CONNECTIONS = 16
 _EXPORT = "disk"
@@ -29,10 +28,7 @@ class QemuImageReader:
     def __init__(self, path: Path, image_format: str) -> None:
         self.path = Path(path)
         self.image_format = image_format
-        self.bytes_read = 0
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._clients: list[NbdClient] = []
+        self._export: NbdExportReader | None = None
         self._dir = Path(tempfile.mkdtemp(prefix="e3backup-nbd-"))
         self._socket = self._dir / "nbd.sock"
         self._daemon = Daemon(
@@ -50,7 +46,7 @@ class QemuImageReader:
         )
         try:
             self._daemon.start(ready=self._socket.exists)
-            self._control = self._first_connection()
+            self._export = self._connect_export()
         except BaseException:
             self.close()
             raise
@@ -61,19 +57,9 @@ class QemuImageReader:
             raise SourceError(f"{path}: no such image file")
         return cls(path, image_format)
 
-    @property
-    def size_bytes(self) -> int:
-        return self._control.size_bytes
-
-    def _connect(self) -> NbdClient:
-        client = NbdClient.connect_unix(self._socket, _EXPORT, (protocol.BASE_ALLOCATION,))
-        with self._lock:
-            self._clients.append(client)
-        return client
-
-    def _first_connection(self) -> NbdClient:
+    def _connect_export(self) -> NbdExportReader:
         try:
-            return self._connect()
+            return NbdExportReader(self._socket, _EXPORT)
         except NbdError as exc:
             # qemu-nbd binds its socket before opening the image: when the image is unusable
             # it exits and the connection fails; its own message is the one worth showing.
@@ -82,35 +68,33 @@ class QemuImageReader:
                 raise failure from exc
             raise
 
+    @property
+    def _reader(self) -> NbdExportReader:
+        if self._export is None:
+            raise SourceError(f"{self.path} is closed")
+        return self._export
+
+    @property
+    def size_bytes(self) -> int:
+        return self._reader.size_bytes
+
+    @property
+    def connection_count(self) -> int:
+        return self._export.connection_count if self._export else 0
+
+    @property
+    def bytes_read(self) -> int:
+        return self._export.bytes_read if self._export else 0
+
     def allocated_extents(self) -> Iterator[tuple[int, int]]:
-        unreadable = protocol.STATE_HOLE | protocol.STATE_ZERO
-        start = end = -1
-        for offset, length, flags in self._control.extents(protocol.BASE_ALLOCATION):
-            if flags & unreadable:
-                continue
-            if offset == end:
-                end += length
-                continue
-            if end > start:
-                yield start, end - start
-            start, end = offset, offset + length
-        if end > start:
-            yield start, end - start
+        return self._reader.allocated_extents()
 
     def read(self, offset: int, length: int) -> bytes:
-        client: NbdClient | None = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = self._connect()
-        data = client.read(offset, length)
-        with self._lock:
-            self.bytes_read += length
-        return data
+        return self._reader.read(offset, length)
 
     def close(self) -> None:
-        with self._lock:
-            clients, self._clients = self._clients, []
-        for client in clients:
-            client.close()
+        if self._export is not None:
+            self._export.close()
         self._daemon.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 

@@ -92,7 +92,7 @@ def test_concurrent_reads_equal_the_raw_conversion(image: tuple[Path, str, bytes
         got = list(pool.map(lambda piece: reader.read(*piece), pieces))
         assert b"".join(got) == raw
         assert reader.bytes_read == SIZE
-        assert len(reader._clients) <= 7  # one control connection + one per thread
+        assert reader.connection_count <= 7  # one control connection + one per thread
 
 
 def test_bytes_read_counts_only_what_was_read(image: tuple[Path, str, bytes]) -> None:

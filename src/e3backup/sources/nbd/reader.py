@@ -1,5 +1,6 @@
-"""DiskReader over an NBD export that QEMU serves itself (fleecing node), one connection per
-reading thread; allocation from `base:allocation`, changes from `qemu:dirty-bitmap:NAME`."""
+"""DiskReader over an NBD export on a unix socket (qemu-nbd for images, QEMU's own server for a
+VM's fleecing node), one connection per reading thread; allocation from `base:allocation`,
+changes from `qemu:dirty-bitmap:NAME`."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ class NbdExportReader:
             contexts += (DIRTY_CONTEXT_PREFIX + bitmap,)
         self._contexts = contexts
         self._control = self._connect()
+
+    @property
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._clients)
 
     @property
     def size_bytes(self) -> int:

@@ -29,9 +29,9 @@ from e3backup.sources.hypervisors.base import (
     VmNotFound,
 )
 from e3backup.sources.hypervisors.qemu import bitmaps
-from e3backup.sources.hypervisors.qemu.export_reader import NbdExportReader
 from e3backup.sources.hypervisors.qemu.guest_agent import GuestAgent, GuestAgentError
 from e3backup.sources.hypervisors.qemu.qmp import QmpClient, QmpError
+from e3backup.sources.nbd.reader import NbdExportReader
 
 log = logging.getLogger(__name__)
 
