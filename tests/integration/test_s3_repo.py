@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from cli_harness import Cli
-from fixtures.seaweed import SeaweedServer
 
 from e3backup.core.errors import IntegrityError
 from e3backup.engines.image_backup import ImageBackupOptions, backup_image, restore_disk
@@ -26,6 +25,7 @@ from e3backup.storage.factory import wrap_backend
 from e3backup.storage.faulty import FaultyBackend
 from e3backup.storage.retry import RetryPolicy
 from e3backup.storage.s3 import S3Backend
+from fixtures.seaweed import SeaweedServer
 
 MiB = 1024 * 1024
 CHUNK = 128 * 1024
@@ -94,7 +94,9 @@ def test_backup_restore_and_subset_check_on_s3(
     assert sum(p.packs_read for p in parts) == full.packs_checked
 
 
-def test_transient_s3_errors_are_retried(s3_location: tuple[S3Backend, str], tmp_path: Path) -> None:
+def test_transient_s3_errors_are_retried(
+    s3_location: tuple[S3Backend, str], tmp_path: Path
+) -> None:
     raw, _ = s3_location
     Repository.init(raw, "pw", chunk_size=CHUNK)
     faulty = FaultyBackend(raw, transient_failures={"put": 3, "get": 3, "list": 1})

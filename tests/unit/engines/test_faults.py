@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ PACK_BYTES = 256 * KiB  # small packs: a 4 MiB image makes a dozen of them
 FAST_RETRY = RetryPolicy(max_attempts=5, base_delay_s=0.001, max_delay_s=0.01)
 
 
-def _stack(inner: Backend, **faults: object) -> tuple[FaultyBackend, Backend]:
+def _stack(inner: Backend, **faults: Any) -> tuple[FaultyBackend, Backend]:
     faulty = FaultyBackend(inner, **faults)
     return faulty, wrap_backend(faulty, retry=FAST_RETRY)
 
