@@ -122,15 +122,36 @@ class Repository:
         return self._index
 
     def _load_index(self) -> ChunkIndex:
+        """Every index object; one that a concurrent prune deleted while we read was superseded
+        by objects written before the delete, so list again and read the new ones."""
         index = ChunkIndex()
-        names = [info.key for info in self.backend.list(formats.INDEX_PREFIX)]
-        self.loaded_index_keys = frozenset(names)
+        loaded: set[str] = set()
+        attempted: set[str] = set()
         workers = self.backend.properties().parallelism
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for entries in pool.map(self.read_index_object, names):
-                index.add_many(entries)
-        log.debug("loaded %d index objects, %d chunks", len(names), len(index))
+        while True:
+            names = [i.key for i in self.backend.list(formats.INDEX_PREFIX)]
+            names = [key for key in names if key not in attempted]
+            if not names:
+                break
+            attempted.update(names)
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for key, entries in zip(
+                    names, pool.map(self._read_index_if_present, names), strict=True
+                ):
+                    if entries is not None:
+                        index.add_many(entries)
+                        loaded.add(key)
+            if len(loaded) == len(attempted):
+                break
+        self.loaded_index_keys = frozenset(loaded)
+        log.debug("loaded %d index objects, %d chunks", len(loaded), len(index))
         return index
+
+    def _read_index_if_present(self, key: str) -> list[tuple[bytes, ChunkLocation]] | None:
+        try:
+            return self.read_index_object(key)
+        except ObjectNotFound:
+            return None
 
     def read_index_object(self, key: str) -> list[tuple[bytes, ChunkLocation]]:
         data = self.codec.decode(self.backend.get(key), key.encode())
@@ -208,8 +229,15 @@ class Repository:
         """All snapshots, oldest first."""
         ids = self.snapshot_ids()
         with ThreadPoolExecutor(max_workers=self.backend.properties().parallelism) as pool:
-            snapshots = list(pool.map(self.load_snapshot, ids))
+            found = list(pool.map(self._load_if_present, ids))
+        snapshots = [s for s in found if s is not None]
         return sorted(snapshots, key=lambda s: (s.time, s.id))
+
+    def _load_if_present(self, snapshot_id: str) -> Snapshot | None:
+        try:
+            return self.load_snapshot(snapshot_id)
+        except SnapshotNotFound:  # forgotten between the listing and the read
+            return None
 
     def find_snapshot(self, ref: str, source_id: str | None = None) -> Snapshot:
         """Resolve 'latest', a full id or a unique id prefix (≥ 4 hex digits)."""

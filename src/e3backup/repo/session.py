@@ -75,6 +75,7 @@ class WriteSession:
         self._closed = False
         self._stop_heartbeat = threading.Event()
         self.expired = False
+        self._index_keys: set[str] = set()  # index objects this session wrote
         self._write_session_object()
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True)
         self._heartbeat.start()
@@ -165,6 +166,8 @@ class WriteSession:
         payload = encode_index(entries)
         key = formats.INDEX_PREFIX + blake3.blake3(payload).hexdigest()
         self.repo.backend.put(key, self.repo.codec.encode(payload, key.encode()))
+        with self._lock:
+            self._index_keys.add(key)
         self._beat()  # doubles as the heartbeat
 
     def flush(self) -> None:
@@ -180,9 +183,16 @@ class WriteSession:
     def commit(self, snapshot: Snapshot) -> None:
         """Make the snapshot durable: everything it references is indexed before it is written."""
         self.flush()
-        self._recheck_before_commit(snapshot)
+        self._raise_if_expired()
         key = formats.SNAPSHOTS_PREFIX + snapshot.id
         self.repo.backend.put(key, self.repo.codec.encode(snapshot.to_json(), key.encode()))
+        # After the put, not before: a prune that listed snapshots before it may unindex what
+        # the snapshot uses up to now, and one that lists after sees it (gc.py, the safety rule).
+        try:
+            self._reindex_after_commit(snapshot)
+        except BaseException:
+            self.repo.backend.delete(key)
+            raise
         self.close()
 
     def abort(self) -> None:
@@ -240,9 +250,8 @@ class WriteSession:
             return
         self._write_session_object()
 
-    def _recheck_before_commit(self, snapshot: Snapshot) -> None:
-        """Refuse to commit if prune declared this session dead; re-index chunks prune took out
-        of the index after this session loaded it (their packs are kept while it is live)."""
+    def _raise_if_expired(self) -> None:
+        """Refuse to commit if prune declared this session dead."""
         try:
             self.repo.backend.stat(self._session_key)
         except ObjectNotFound:
@@ -252,9 +261,15 @@ class WriteSession:
                 "the write session expired (no heartbeat within prune's grace period); "
                 "no snapshot was written: run the backup again"
             )
-        loaded = self.repo.loaded_index_keys
+
+    def _reindex_after_commit(self, snapshot: Snapshot) -> None:
+        """Re-index chunks of the snapshot a concurrent prune took out of the index (their packs
+        are kept while this session is live)."""
+        # Prune may have unindexed what this session loaded *or* what it wrote itself (indexed
+        # chunks that no snapshot referenced yet look like garbage).
+        relied_on = self.repo.loaded_index_keys | self._index_keys
         current = {info.key for info in self.repo.backend.list(formats.INDEX_PREFIX)}
-        if loaded <= current:
+        if relied_on <= current:
             return
         fresh = ChunkIndex()
         for key in current:
