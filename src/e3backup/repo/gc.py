@@ -23,9 +23,14 @@ Why a backup W cannot commit a snapshot that references deleted data:
 - W registers its session before it loads the index and heartbeats while it runs, so W's view
   of the index is younger than its session. If W may use a chunk x unindexed at T, W's session
   started before T, and while W is live step 2 (a) keeps x's pack.
-- If x left the index after W loaded it, an index object W loaded is gone at commit; W then
-  re-checks every chunk its snapshot references against the current index and re-indexes the
-  ones it still holds (their packs exist: W is live). Step 2 (b) then keeps those packs.
+- x may leave the index while W runs: because W deduplicated against it, or because W indexed it
+  itself and prune listed the snapshots before W's manifest existed. Both sides write, then
+  look (Dekker-style): W writes its manifest, *then* checks whether an index object it loaded or
+  wrote is gone and, if so, re-indexes every chunk the manifest references that the current
+  index lacks (their packs exist: W is still live); prune unindexes, *then* lists snapshots again
+  and re-indexes the packs of every snapshot it had not seen. Whichever comes second sees the
+  other, and step 2 (b) then keeps those packs. (For a moment between prune's unindexing and
+  the re-indexing, a reader of W's new snapshot can get "not in the index"; never wrong data.)
 - Chunks inherited from the parent snapshot: the parent was live or tombstoned less than G ago
   when W read it (milliseconds before its session), so its chunks were indexed when W loaded
   the index, and the previous point applies.
@@ -33,7 +38,8 @@ Why a backup W cannot commit a snapshot that references deleted data:
   they were uploaded, so step 2 (a) keeps them until W indexed them, and (b) afterwards.
 Readers that loaded the index before T (restore, check) find every pack they need for G.
 Assumptions: hosts' clocks agree to well within G; no process stalls longer than G between a
-heartbeat and its next write (a stalled writer finds its session gone and fails the backup).
+heartbeat and its next write (a stalled writer finds its session gone and fails the backup);
+listings are strongly consistent (S3 since 2020, SeaweedFS, local files).
 With G = 0 none of this holds: sessions are stale at once and unindexed packs of running backups
 are deleted (tests/integration/test_gc_concurrency.py shows the loss).
 
@@ -63,10 +69,10 @@ from dataclasses import dataclass, field
 
 import blake3
 
-from e3backup.core.errors import ObjectNotFound
+from e3backup.core.errors import ObjectNotFound, SnapshotNotFound
 from e3backup.repo import formats
-from e3backup.repo.chunk_index import ChunkLocation
-from e3backup.repo.gc_plan import PrunePlan, plan_prune
+from e3backup.repo.chunk_index import ChunkIndex
+from e3backup.repo.gc_plan import Entry, PrunePlan, plan_prune
 from e3backup.repo.index_file import encode_index
 from e3backup.repo.repository import Repository
 from e3backup.repo.session import WriteSession
@@ -137,7 +143,8 @@ def prune(repo: Repository, options: PruneOptions | None = None) -> PruneReport:
     for snapshot_id in plan.forgotten_but_present:  # finish a forget that crashed midway
         repo.backend.delete(formats.SNAPSHOTS_PREFIX + snapshot_id)
     _repack(repo, plan, report)
-    _rewrite_index(repo, plan, report)
+    removed = _rewrite_index(repo, plan, report)
+    _reindex_for_new_snapshots(repo, plan, removed, report)
     if plan.unindex:
         write_packs_tombstone(repo, sorted(plan.unindex), options.clock())
         report.packs_waiting += len(plan.unindex)
@@ -172,24 +179,85 @@ def _repack(repo: Repository, plan: PrunePlan, report: PruneReport) -> None:
     session.close()
 
 
-def _rewrite_index(repo: Repository, plan: PrunePlan, report: PruneReport) -> None:
+def _rewrite_index(
+    repo: Repository, plan: PrunePlan, report: PruneReport
+) -> dict[bytes, list[Entry]]:
     """New index objects with the survivors of every object that mentions an unindexed pack,
     written before the superseded objects are deleted."""
     affected = [key for key, packs in plan.packs_by_index_key.items() if packs & plan.unindex]
-    survivors: list[tuple[bytes, ChunkLocation]] = []
+    survivors: list[Entry] = []
+    removed: dict[bytes, list[Entry]] = {}
     for key in affected:
         try:
             entries = repo.read_index_object(key)
         except ObjectNotFound:  # a concurrent prune superseded it already
             continue
-        survivors.extend(e for e in entries if e[1].pack_id not in plan.unindex)
-    for start in range(0, len(survivors), INDEX_ENTRIES_PER_OBJECT):
-        payload = encode_index(survivors[start : start + INDEX_ENTRIES_PER_OBJECT])
-        key = formats.INDEX_PREFIX + blake3.blake3(payload).hexdigest()
-        repo.backend.put(key, repo.codec.encode(payload, key.encode()))
+        for entry in entries:
+            if entry[1].pack_id in plan.unindex:
+                removed.setdefault(entry[1].pack_id, []).append(entry)
+            else:
+                survivors.append(entry)
+    _write_index_objects(repo, survivors)
     for key in affected:
         repo.backend.delete(key)
     report.index_objects_rewritten = len(affected)
+    return removed
+
+
+def _write_index_objects(repo: Repository, entries: list[Entry]) -> None:
+    for start in range(0, len(entries), INDEX_ENTRIES_PER_OBJECT):
+        payload = encode_index(entries[start : start + INDEX_ENTRIES_PER_OBJECT])
+        key = formats.INDEX_PREFIX + blake3.blake3(payload).hexdigest()
+        repo.backend.put(key, repo.codec.encode(payload, key.encode()))
+
+
+def _reindex_for_new_snapshots(
+    repo: Repository, plan: PrunePlan, removed: dict[bytes, list[Entry]], report: PruneReport
+) -> None:
+    """Snapshots committed since the roots were listed may use what was just unindexed: list
+    them again (after the unindexing) and put the packs they use back into the index. Together
+    with the writer's check after its commit, one of the two always sees the other."""
+    if not removed:
+        return
+    new_ids = set(repo.snapshot_ids()) - plan.seen_snapshot_ids
+    removed_at = {cid: loc for entries in removed.values() for cid, loc in entries}
+    revive: set[bytes] = set()
+    current: list[ChunkIndex] = []
+    for snapshot_id in sorted(new_ids):
+        try:
+            snapshot = repo.load_snapshot(snapshot_id)
+        except SnapshotNotFound:
+            continue
+        for disk in snapshot.disks:
+            for page_hex in disk.pages:
+                page_id = bytes.fromhex(page_hex)
+                loc = removed_at.get(page_id) or plan.lookup.get(page_id)
+                if loc is None:  # indexed after our listing
+                    if not current:
+                        current.append(_current_index(repo))
+                    loc = current[0].get(page_id)
+                if loc is None:
+                    continue
+                page = repo.decode_chunk(
+                    repo.read_pack_range(loc.pack_id, loc.offset, loc.length), page_id, loc
+                )
+                ids = [page[i : i + formats.ID_BYTES] for i in range(0, len(page), 32)]
+                revive.update(removed_at[c].pack_id for c in [page_id, *ids] if c in removed_at)
+    if revive:
+        _write_index_objects(repo, [e for pack_id in revive for e in removed[pack_id]])
+        plan.unindex -= revive
+        report.packs_unindexed = len(plan.unindex)
+        report.notes.append(f"{len(revive)} pack(s) kept for snapshots committed during prune")
+
+
+def _current_index(repo: Repository) -> ChunkIndex:
+    index = ChunkIndex()
+    for info in repo.backend.list(formats.INDEX_PREFIX):
+        try:
+            index.add_many(repo.read_index_object(info.key))
+        except ObjectNotFound:
+            continue
+    return index
 
 
 def _sweep(

@@ -33,6 +33,8 @@ class PrunePlan:
     unindex: set[bytes] = field(default_factory=set)  # packs that leave the index (step 1)
     repack: dict[bytes, list[Entry]] = field(default_factory=dict)  # live entries to copy
     live_chunks: int = 0
+    seen_snapshot_ids: set[str] = field(default_factory=set)
+    lookup: ChunkIndex = field(default_factory=ChunkIndex)  # the index as listed
 
 
 def plan_prune(
@@ -46,6 +48,7 @@ def plan_prune(
     plan = PrunePlan()
     roots = _roots(repo, now, grace_s, snap_tombs, plan)
     by_pack, lookup = _load_index(repo, plan)
+    plan.lookup = lookup
     referenced = _referenced(repo, roots, lookup)
     plan.live_chunks = len(referenced)
     plan.stored_packs = {
@@ -69,6 +72,7 @@ def _roots(
     forgotten = {t.snapshot.id for t in snap_tombs}
     roots = [t.snapshot for t in snap_tombs if now - t.time_unix < grace_s]
     for snapshot_id in repo.snapshot_ids():
+        plan.seen_snapshot_ids.add(snapshot_id)
         if snapshot_id in forgotten:
             plan.forgotten_but_present.append(snapshot_id)
             continue
