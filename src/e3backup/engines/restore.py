@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 MAX_RUN_BYTES = 8 * 1024 * 1024  # largest single ranged read
 DEFAULT_IN_FLIGHT_BYTES = 128 * 1024 * 1024
 PAGES_AHEAD = 8  # disk index pages (32 KiB each) fetched ahead of the planner
+PAGE_FETCHERS = 2  # beside the run fetchers: keeps the S3 connection pool from overflowing
 
 
 @dataclass
@@ -74,7 +75,7 @@ def prefetched_chunk_ids(repo: Repository, disk: DiskRecord) -> Iterator[bytes]:
     expected = -(-disk.size_bytes // disk.chunk_size)
     produced = 0
     pages = iter(disk.pages)
-    with ThreadPoolExecutor(PAGES_AHEAD, thread_name_prefix="restore-pages") as pool:
+    with ThreadPoolExecutor(PAGE_FETCHERS, thread_name_prefix="restore-pages") as pool:
         window: deque[tuple[str, Future[bytes]]] = deque()
         for page_hex in pages:
             window.append((page_hex, pool.submit(repo.read_chunk, bytes.fromhex(page_hex))))
@@ -186,10 +187,12 @@ class DiskRestore:
             if self.cancel.cancelled:
                 return
             data = memoryview(self.repo.read_pack_range(run.pack_id, run.start, size))
+            written = 0
             for disk_offset, chunk_id, loc in run.items:
                 rel = loc.offset - run.start
                 plain = self.repo.decode_chunk(data[rel : rel + loc.length], chunk_id, loc)
                 target.write(disk_offset, plain)
-                self.tracker.add(processed=len(plain), transferred=len(plain))
+                written += len(plain)
+            self.tracker.add(processed=written, transferred=written)
         finally:
             self.budget.release(size)

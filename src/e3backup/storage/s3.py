@@ -120,7 +120,9 @@ class S3Backend:
         config = Config(
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,
-            max_pool_connections=parallelism + 2,
+            # Room for a second pool of workers (restore's page fetchers, check's listing)
+            # beside the main one: an overflowing pool drops connections with a warning.
+            max_pool_connections=2 * parallelism + 2,
             retries={"total_max_attempts": 1, "mode": "standard"},
             s3={"addressing_style": "path" if endpoint_url else "auto"},
             # Newer botocore adds CRC checksums by default, which several S3-compatible servers
