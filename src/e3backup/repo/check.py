@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from e3backup.core.errors import E3Error, IntegrityError, UsageError
+from e3backup.core.errors import E3Error, IntegrityError, StorageError, UsageError
 from e3backup.repo import formats, verification
 from e3backup.repo.chunk_index import ChunkLocation
 from e3backup.repo.manifest import DiskRecord
@@ -118,11 +118,14 @@ def check_repository(
     if stale:
         report.notes.append(f"{stale} write session(s) registered (running or interrupted backups)")
     if record:
-        written = verification.record_results(
-            repo, snapshot_ids, report.snapshot_problems, report.scope
-        )
-        report.records_written = len(written)
-        _drop_orphan_records(repo, set(snapshot_ids))
+        try:
+            written = verification.record_results(
+                repo, snapshot_ids, report.snapshot_problems, report.scope
+            )
+            report.records_written = len(written)
+            _drop_orphan_records(repo, set(snapshot_ids))
+        except StorageError as exc:  # read-only credentials: the check itself still counts
+            report.notes.append(f"verification results not recorded: {exc}")
     return report
 
 

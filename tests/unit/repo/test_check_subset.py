@@ -236,3 +236,14 @@ def test_damaged_chunks_are_not_reused_by_dedup(repo: Repository, tmp_path: Path
     target = tmp_path / "restored.img"
     restore_disk(repo, again, None, target)  # raises IntegrityError today
     assert target.read_bytes() == image
+
+
+def test_a_read_only_store_still_checks(repo: Repository, tmp_path: Path) -> None:
+    from e3backup.storage.faulty import FaultyBackend
+
+    _many_packs(repo, tmp_path, 1)
+    read_only = Repository.open(FaultyBackend(repo.backend, fail_calls={"put": {1}}), "pw")
+    report = check_repository(read_only, record=True)
+    assert report.ok
+    assert report.records_written == 0
+    assert any("not recorded" in note for note in report.notes)
