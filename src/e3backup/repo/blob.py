@@ -85,7 +85,7 @@ class BlobCodec:
                 raise IntegrityError("blob truncated")
             nonce = bytes(body[: formats.NONCE_BYTES])
             try:
-                plain = self._aead.decrypt(nonce, bytes(body[formats.NONCE_BYTES :]), ad + header)
+                plain = self._aead.decrypt(nonce, body[formats.NONCE_BYTES :], ad + header)
             except InvalidTag:
                 raise IntegrityError("blob failed authentication (corrupt or tampered)") from None
         else:

@@ -204,7 +204,8 @@ class WriteSession:
         try:
             self._collect(block=True)
         except E3Error as exc:
-            log.warning("while aborting the write session: %s", exc)
+            # Usually the very error that made the caller abort: it reaches the user anyway.
+            log.debug("while aborting the write session: %s", exc)
         self.close()
 
     def close(self) -> None:
