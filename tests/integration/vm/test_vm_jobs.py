@@ -60,7 +60,32 @@ def test_cancel_leaves_nothing_behind(make_vm: Any, tmp_path: Path) -> None:
     assert job2.status == "success" and job2.vm_results[0].backup_type == "Full"
 
 
-def test_killed_engine_leftovers_are_removed_by_next_backup(make_vm: Any, tmp_path: Path) -> None:
+def _guardians(scratch: Path) -> list[int]:
+    """PIDs of cleanup guardians whose control socket lives in `scratch`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"e3backup.sources.hypervisors.qemu.guardian" in cmdline and any(
+            arg.startswith(str(scratch).encode()) for arg in cmdline
+        ):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _leftovers(vm: Any) -> bool:
+    nodes = vm.qmp.execute("query-named-block-nodes", {"flat": True})
+    return bool(
+        vm.qmp.execute("query-block-exports")
+        or vm.qmp.execute("query-block-jobs")
+        or any(n["node-name"].startswith("e3b-") for n in nodes)
+        or vm.ga("guest-fsfreeze-status") != "thawed"
+    )
+
+
+def test_killed_engine_is_cleaned_up_by_its_guardian(make_vm: Any, tmp_path: Path) -> None:
     vm = make_vm("vm1")
     repo, scratch = tmp_path / "repo", tmp_path / "scratch"
     init_repo(repo)
@@ -79,10 +104,25 @@ def test_killed_engine_leftovers_are_removed_by_next_backup(make_vm: Any, tmp_pa
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    assert _guardians(scratch)
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert vm.qmp.execute("query-block-exports")  # kill -9: nothing could clean up yet
+    # The guardian notices the engine's death and tears the backup down on its own.
+    deadline = time.monotonic() + 30
+    while _leftovers(vm) or _guardians(scratch):
+        assert time.monotonic() < deadline, (
+            vm.qmp.execute("query-block-exports"),
+            _guardians(scratch),
+        )
+        time.sleep(0.1)
+    assert_no_leftovers(vm)
+    assert list(scratch.glob("*.qcow2")) == []
+    assert list(scratch.glob("*.sock")) == []
+    nodes = vm.qmp.execute("query-named-block-nodes", {"flat": True})
+    vdb_bitmaps = [b["name"] for n in nodes if n["node-name"] == "vdb-fmt"
+                   for b in n.get("dirty-bitmaps", [])]  # fmt: skip
+    assert vdb_bitmaps == [token]  # the rotation was undone: the parent's token is valid again
     job, _ = run_job(repo, [vm], scratch)
     assert job.status == "success"
     [r] = job.vm_results
@@ -91,6 +131,7 @@ def test_killed_engine_leftovers_are_removed_by_next_backup(make_vm: Any, tmp_pa
     assert r.disk_manifests["vdb"]["bytes_read"] == 64 * 1024
     assert token not in r.change_tokens.values()
     assert_no_leftovers(vm)
+    assert _guardians(scratch) == []
 
 
 def test_sigterm_cancels_and_cleans_up(make_vm: Any, tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,17 +28,23 @@ from e3backup.sources.hypervisors.base import (
     VmNotFound,
 )
 from e3backup.sources.hypervisors.qemu import bitmaps
+from e3backup.sources.hypervisors.qemu.guardian import Guardian
 from e3backup.sources.hypervisors.qemu.guest_agent import GuestAgent, GuestAgentError
 from e3backup.sources.hypervisors.qemu.qmp import QmpClient, QmpError
+from e3backup.sources.hypervisors.qemu.teardown import (
+    EXPORT,
+    FLEECE,
+    JOB,
+    TeardownPlan,
+    remove_leftovers,
+    stop_reading,
+    undo_rotations,
+)
 from e3backup.sources.nbd.reader import NbdExportReader
 
 log = logging.getLogger(__name__)
 
 PREFIX = bitmaps.PREFIX
-FLEECE = "e3b-fl-"
-EXPORT = "e3b-exp-"
-JOB = "e3b-job-"
-WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -191,7 +196,15 @@ class QemuPointInTime:
         self._scratch_glob = f"e3b-{tag}-*.qcow2"
         provider.scratch_dir.mkdir(parents=True, exist_ok=True)
         self._qmp: QmpClient | None = QmpClient(endpoint.qmp)
-        self._touched: list[_Prepared] = []
+        self._plan = TeardownPlan(
+            str(endpoint.qmp),
+            str(endpoint.qga) if endpoint.qga else None,
+            str(provider.scratch_dir),
+            self._scratch_glob,
+            str(self._socket),
+        )
+        self._guardian: Guardian | None = None
+        self._tag = tag
 
     @property
     def qmp(self) -> QmpClient:
@@ -205,7 +218,8 @@ class QemuPointInTime:
     # --- taking the view ------------------------------------------------------------------------
 
     def take(self, consistency: ConsistencyLevel, tokens: dict[str, str]) -> None:
-        remove_leftovers(self.qmp, self.provider.scratch_dir, self._scratch_glob, self.endpoint)
+        remove_leftovers(self.qmp, self.provider.scratch_dir, self._scratch_glob, self.endpoint.qga)
+        self._start_guardian()
         actions: list[dict[str, Any]] = []
         usable: dict[str, tuple[bool, str]] = {}
         for index, device in enumerate(block_devices(self.qmp)):
@@ -230,8 +244,26 @@ class QemuPointInTime:
             self._create_scratch(prepared)
             actions += self._actions(prepared)
         self.checkpoint_id = ",".join(p.new_token or "" for p in self._prepared)
+        # Undone unless committed (only where the rotation happened), by cleanup or guardian.
+        self._plan.rotations = [
+            (p.device.node, p.old_token, p.new_token) for p in self._prepared if p.new_token
+        ]
+        self._tell_guardian()
         self._point_in_time(consistency, actions)
         self._export(usable)
+
+    def _start_guardian(self) -> None:
+        scratch = self.provider.scratch_dir
+        try:
+            self._guardian = Guardian.start(
+                self._plan, scratch / f"e3b-{self._tag}-g.sock", scratch / f"e3b-{self._tag}.log"
+            )
+        except (E3Error, OSError) as exc:  # the backup is still safe: the next one cleans up
+            log.warning("no cleanup guardian for this backup: %s", exc)
+
+    def _tell_guardian(self) -> None:
+        if self._guardian is not None:
+            self._guardian.update(self._plan)
 
     def _create_scratch(self, p: _Prepared) -> None:
         Command("qemu-img").run(
@@ -282,8 +314,6 @@ class QemuPointInTime:
             agent = self._freeze()
         try:
             self.qmp.execute("transaction", {"actions": actions})
-            # From here the tokens are rotated: cleanup must roll back unless committed.
-            self._touched = list(self._prepared)
         finally:
             if agent is not None:
                 try:
@@ -353,10 +383,12 @@ class QemuPointInTime:
 
     def commit(self) -> None:
         self._teardown()  # an exported bitmap is busy: stop reading first
-        for p in self._touched:
-            if p.old_token:
-                bitmaps.remove(self.qmp, p.device.node, p.old_token)
+        for node, old, _new in self._plan.rotations:
+            if old:
+                bitmaps.remove(self.qmp, node, old)
         self._committed = True
+        self._plan.rotations = []
+        self._tell_guardian()
 
     def _teardown(self) -> None:
         """Stop reading: readers, exports, NBD server, jobs, scratch nodes and files."""
@@ -365,84 +397,23 @@ class QemuPointInTime:
         self._torn_down = True
         for view in self._views:
             _quietly(view.reader.close)
-        _quietly(
-            remove_leftovers,
-            self._qmp,
-            self.provider.scratch_dir,
-            self._scratch_glob,
-            self.endpoint,
-            False,
-        )
-        self._socket.unlink(missing_ok=True)
+        stop_reading(self._qmp, self._plan)
 
     def cleanup(self) -> None:
         if self._cleaned:
             return
         self._cleaned = True
-        self._teardown()
-        if self._qmp is None:
-            return
-        qmp = self._qmp
-        if not self._committed:
-            for p in self._touched:
-                if p.old_token and p.new_token:
-                    _quietly(bitmaps.rollback, qmp, p.device.node, p.old_token, p.new_token)
-                elif p.new_token:
-                    _quietly(bitmaps.remove, qmp, p.device.node, p.new_token)
-        qmp.close()
-        self._qmp = None
-
-
-def remove_leftovers(
-    qmp: QmpClient,
-    scratch_dir: Path,
-    scratch_glob: str,
-    endpoint: QemuEndpoint,
-    leftovers: bool = True,
-) -> list[str]:
-    """Remove exports, NBD server, jobs, scratch nodes and files of ours; thaw a frozen guest.
-
-    Safe to call any time no backup of this VM is running (a killed backup leaves these)."""
-    removed: list[str] = []
-    exports = [e["id"] for e in qmp.execute("query-block-exports") if e["id"].startswith(EXPORT)]
-    for export_id in exports:
-        _quietly(qmp.execute, "block-export-del", {"id": export_id, "mode": "hard"})
-        removed.append(export_id)
-    _wait(lambda: not any(e["id"].startswith(EXPORT) for e in qmp.execute("query-block-exports")))
-    if exports or not qmp.execute("query-block-exports"):
-        with contextlib.suppress(QmpError):  # no server running
-            qmp.execute("nbd-server-stop")
-    jobs = [j["device"] for j in qmp.execute("query-block-jobs") if j["device"].startswith(JOB)]
-    for job in jobs:
-        _quietly(qmp.execute, "block-job-cancel", {"device": job, "force": True})
-        removed.append(job)
-    _wait(lambda: not any(j["device"].startswith(JOB) for j in qmp.execute("query-block-jobs")))
-    for node in qmp.execute("query-named-block-nodes", {"flat": True}):
-        name = str(node.get("node-name", ""))
-        if name.startswith(FLEECE):
-            _quietly(qmp.execute, "blockdev-del", {"node-name": name})
-            removed.append(name)
-    for path in scratch_dir.glob(scratch_glob):
-        path.unlink(missing_ok=True)
-    if endpoint.qga is not None:
         try:
-            with GuestAgent(endpoint.qga) as agent:
-                if agent.freeze_status() == "frozen":
-                    agent.thaw()
-                    removed.append("guest freeze")
-        except GuestAgentError:
-            pass
-    if removed and leftovers:
-        log.warning("removed leftovers of an earlier backup: %s", ", ".join(removed))
-    return removed
-
-
-def _wait(done: Any, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        if time.monotonic() > deadline:
-            raise HypervisorError("QEMU did not finish tearing down the backup in time")
-        time.sleep(0.05)
+            self._teardown()
+            if self._qmp is not None:
+                if not self._committed:
+                    undo_rotations(self._qmp, self._plan.rotations)
+                self._qmp.close()
+                self._qmp = None
+        finally:
+            guardian, self._guardian = self._guardian, None
+            if guardian is not None:
+                guardian.done()
 
 
 def _quietly(fn: Any, *args: Any) -> None:
