@@ -112,7 +112,19 @@ def check_repository(
     to_read: set[bytes] = set()
     if read_data:
         to_read = set(by_pack) if subset is None else subset.select(list(by_pack), rng)
-    bad_chunks = _check_packs(repo, by_pack, report, to_read, on_pack)
+    bad_blobs = _check_packs(repo, by_pack, report, to_read, on_pack)
+    if record:
+        try:
+            verification.record_damaged_blobs(repo, bad_blobs, to_read, set(by_pack))
+            repo.drop_cached_index()  # reload without the damaged entries (not for dedup)
+        except StorageError as exc:
+            report.notes.append(f"damaged blobs not recorded: {exc}")
+    # A chunk is bad if the copy the index hands out is (another, intact copy may be indexed).
+    bad_chunks: set[bytes] = set()
+    for chunk_id, pack_id in bad_blobs:
+        loc = repo.index.get(chunk_id)
+        if loc is None or loc.pack_id == pack_id:
+            bad_chunks.add(chunk_id)
     snapshot_ids = _check_snapshots(repo, bad_chunks, report)
     stale = sum(1 for _ in repo.backend.list(formats.SESSIONS_PREFIX))
     if stale:
@@ -131,6 +143,8 @@ def check_repository(
 
 def _drop_orphan_records(repo: Repository, snapshot_ids: set[str]) -> None:
     for info in repo.backend.list(formats.VERIFY_PREFIX):
+        if info.key.startswith(verification.DAMAGED_PREFIX):
+            continue
         if info.key.removeprefix(formats.VERIFY_PREFIX) not in snapshot_ids:
             repo.backend.delete(info.key)
 
@@ -156,24 +170,24 @@ def _check_packs(
     report: CheckReport,
     to_read: set[bytes],
     on_pack: Callable[[int, int], None] | None,
-) -> set[bytes]:
-    """Returns the ids of chunks that cannot be read intact."""
+) -> set[tuple[bytes, bytes]]:
+    """Returns the (chunk id, pack id) pairs of blobs that cannot be read intact."""
     sizes = {info.key: info.size_bytes for info in repo.backend.list(formats.PACKS_PREFIX)}
     indexed_keys = {formats.pack_key(pack_id) for pack_id in by_pack}
     unindexed = len(set(sizes) - indexed_keys)
     if unindexed:
         report.notes.append(f"{unindexed} pack(s) not in any index (left by interrupted backups)")
-    bad: set[bytes] = set()
+    bad: set[tuple[bytes, bytes]] = set()
 
     def check_one(item: tuple[bytes, list[tuple[bytes, ChunkLocation]]]) -> list[str]:
         pack_id, entries = item
         key = formats.pack_key(pack_id)
         if key not in sizes:
-            bad.update(cid for cid, _ in entries)
+            bad.update((cid, pack_id) for cid, _ in entries)
             return [f"pack {pack_id.hex()[:16]} is missing ({len(entries)} chunks lost)"]
         end = max(loc.offset + loc.length for _, loc in entries)
         if end > sizes[key]:
-            bad.update(cid for cid, _ in entries)
+            bad.update((cid, pack_id) for cid, _ in entries)
             return [f"pack {pack_id.hex()[:16]} is truncated ({sizes[key]} < {end} bytes)"]
         return _read_pack(repo, pack_id, entries, bad) if pack_id in to_read else []
 
@@ -187,7 +201,7 @@ def _check_packs(
     report.packs_checked = len(by_pack)
     report.packs_read = len(to_read)
     read_chunks = {cid for p in to_read for cid, _ in by_pack.get(p, ())}
-    report.chunks_verified = len(read_chunks - bad)
+    report.chunks_verified = len(read_chunks - {cid for cid, _ in bad})
     return bad
 
 
@@ -195,20 +209,20 @@ def _read_pack(
     repo: Repository,
     pack_id: bytes,
     entries: list[tuple[bytes, ChunkLocation]],
-    bad: set[bytes],
+    bad: set[tuple[bytes, bytes]],
 ) -> list[str]:
     problems = []
     name = pack_id.hex()[:16]
     try:
         data = repo.backend.get(formats.pack_key(pack_id))
     except E3Error as exc:
-        bad.update(cid for cid, _ in entries)
+        bad.update((cid, pack_id) for cid, _ in entries)
         return [f"pack {name} cannot be read: {exc}"]
     for chunk_id, loc in entries:
         try:
             repo.decode_chunk(memoryview(data)[loc.offset : loc.offset + loc.length], chunk_id, loc)
         except E3Error as exc:
-            bad.add(chunk_id)
+            bad.add((chunk_id, pack_id))
             problems.append(f"chunk {chunk_id.hex()[:16]} in pack {name}: {exc}")
     try:
         trailer = {(e.chunk_id, e.offset, e.length) for e in read_trailer(data, repo.codec)}

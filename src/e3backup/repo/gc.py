@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 import blake3
 
 from e3backup.core.errors import ObjectNotFound, SnapshotNotFound
-from e3backup.repo import formats
+from e3backup.repo import formats, verification
 from e3backup.repo.chunk_index import ChunkIndex
 from e3backup.repo.gc_plan import Entry, PrunePlan, plan_prune
 from e3backup.repo.index_file import encode_index
@@ -271,6 +271,7 @@ def _sweep(
 ) -> None:
     """Step 2: delete the packs of tombstones older than G that no running backup may need."""
     skew = min(grace, MAX_CLOCK_SKEW_S)
+    deleted: list[bytes] = []
     for tomb in pack_tombs:
         if now - tomb.time_unix < grace:
             report.packs_waiting += len(tomb.pack_ids)
@@ -291,6 +292,8 @@ def _sweep(
             except ObjectNotFound:  # deleted by a concurrent prune
                 continue
             repo.backend.delete(key)
+            deleted.append(pack_id)
             report.packs_deleted += 1
             report.bytes_deleted += size
         repo.backend.delete(tomb.key)
+    verification.forget_damaged_packs(repo, deleted)

@@ -38,6 +38,7 @@ class Repository:
         self.codec = BlobCodec(master, config.compression_level)
         self._index: ChunkIndex | None = None
         self.loaded_index_keys: frozenset[str] = frozenset()  # what `index` was built from
+        self._damaged: dict[bytes, bytes] = {}  # chunk id -> pack id of a left-out damaged blob
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -121,9 +122,19 @@ class Repository:
             self._index = self._load_index()
         return self._index
 
+    def drop_cached_index(self) -> None:
+        """Forget the loaded index; the next use loads it again (after check recorded damage)."""
+        self._index = None
+
     def _load_index(self) -> ChunkIndex:
         """Every index object; one that a concurrent prune deleted while we read was superseded
-        by objects written before the delete, so list again and read the new ones."""
+        by objects written before the delete, so list again and read the new ones. Entries of
+        blobs a check recorded as damaged are left out, so dedup stores a fresh copy (see
+        repo/verification.py)."""
+        from e3backup.repo.verification import load_damaged_blobs  # imports this module
+
+        damaged = load_damaged_blobs(self)
+        self._damaged = dict(damaged)
         index = ChunkIndex()
         loaded: set[str] = set()
         attempted: set[str] = set()
@@ -139,6 +150,8 @@ class Repository:
                     names, pool.map(self._read_index_if_present, names), strict=True
                 ):
                     if entries is not None:
+                        if damaged:
+                            entries = [e for e in entries if (e[0], e[1].pack_id) not in damaged]
                         index.add_many(entries)
                         loaded.add(key)
             if len(loaded) == len(attempted):
@@ -165,6 +178,11 @@ class Repository:
     def locate(self, chunk_id: bytes) -> ChunkLocation:
         loc = self.index.get(chunk_id)
         if loc is None:
+            if chunk_id in self._damaged:
+                raise IntegrityError(
+                    f"chunk {chunk_id.hex()[:16]} is damaged (check found it corrupt in pack "
+                    f"{self._damaged[chunk_id].hex()[:16]}; a new backup stores it again)"
+                )
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is referenced but not in the index")
         return loc
 

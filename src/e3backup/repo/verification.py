@@ -9,14 +9,30 @@ one of the same source, or to a full read.
 A damaged verdict is sticky: only a full `check --read-data` that finds the snapshot intact (after
 a repair, say) clears it. A structure-only or subset check may have skipped the damaged packs, so
 its "ok" must not whitewash an earlier finding.
+
+Damaged blobs are never reused by dedup
+---------------------------------------
+`check` with `record=True` also stores the (chunk id, pack id) pairs of every blob it found
+damaged (a bad blob, or a missing or truncated pack) in `verify/damaged-<hash>`. When a
+`Repository` loads the chunk index it drops the index entries of exactly those pairs, so a later
+backup sees such a chunk as absent and stores a fresh copy in a new pack; the new index entry is
+the one readers then use. Only the pair is dropped: an intact copy of the same chunk in another
+pack stays usable. A pair leaves the record when a check reads its pack and finds the blob
+intact (a full `--read-data`, or a subset that reads that pack), when its pack is no longer in
+the index, or when prune deletes the pack. Each recording check replaces the previous record
+objects with one holding the current set (two checks racing: the later write wins, and the next
+read-data check finds whatever the other one lost).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+
+import blake3
 
 from e3backup.core.errors import E3Error, ObjectNotFound
 from e3backup.repo import formats
@@ -28,6 +44,9 @@ STATUS_OK = "ok"
 STATUS_DAMAGED = "damaged"
 SCOPE_FULL_DATA = "read-data"
 MAX_PROBLEMS_KEPT = 20
+DAMAGED_PREFIX = formats.VERIFY_PREFIX + "damaged-"  # + blake3 of the content
+
+Blob = tuple[bytes, bytes]  # (chunk id, pack id)
 
 
 @dataclass(frozen=True)
@@ -113,3 +132,68 @@ def record_results(
 def forget_record(repo: Repository, snapshot_id: str) -> None:
     """Drop the record of a snapshot that no longer exists (for forget/prune)."""
     repo.backend.delete(record_key(snapshot_id))
+
+
+# --- damaged blobs (kept out of dedup) ---------------------------------------------------------
+
+
+def _read_damaged(repo: Repository) -> tuple[list[str], set[Blob]]:
+    keys: list[str] = []
+    blobs: set[Blob] = set()
+    for info in repo.backend.list(DAMAGED_PREFIX):
+        try:
+            data = repo.codec.decode(repo.backend.get(info.key), info.key.encode())
+            doc = json.loads(data)
+            found = {(bytes.fromhex(c), bytes.fromhex(p)) for c, p in doc["blobs"]}
+        except ObjectNotFound:  # replaced by a concurrent check
+            continue
+        except (E3Error, ValueError, KeyError, TypeError) as exc:
+            log.warning("damaged-blob record %s is unreadable: %s", info.key, exc)
+            keys.append(info.key)
+            continue
+        keys.append(info.key)
+        blobs |= found
+    return keys, blobs
+
+
+def load_damaged_blobs(repo: Repository) -> set[Blob]:
+    """The (chunk id, pack id) pairs a check found damaged and no later check found intact."""
+    return _read_damaged(repo)[1]
+
+
+def _write_damaged(repo: Repository, old_keys: list[str], blobs: set[Blob]) -> None:
+    keep = ""
+    if blobs:
+        payload = json.dumps(
+            {"blobs": sorted([c.hex(), p.hex()] for c, p in blobs)}, sort_keys=True
+        ).encode()
+        keep = DAMAGED_PREFIX + blake3.blake3(payload).hexdigest()
+        if keep not in old_keys:
+            repo.backend.put(keep, repo.codec.encode(payload, keep.encode()))
+    for key in old_keys:
+        if key != keep:
+            repo.backend.delete(key)
+
+
+def record_damaged_blobs(
+    repo: Repository, found: set[Blob], read_packs: set[bytes], indexed_packs: set[bytes]
+) -> None:
+    """Store what one check run found: earlier pairs survive unless the run read their pack (and
+    so judged it afresh) or the pack left the index."""
+    old_keys, old = _read_damaged(repo)
+    kept = {(c, p) for c, p in old if p in indexed_packs and p not in read_packs}
+    current = kept | found
+    if current == old and len(old_keys) <= 1:
+        return
+    _write_damaged(repo, old_keys, current)
+
+
+def forget_damaged_packs(repo: Repository, pack_ids: Iterable[bytes]) -> None:
+    """Drop the pairs of packs that were deleted (for prune)."""
+    gone = set(pack_ids)
+    if not gone:
+        return
+    old_keys, old = _read_damaged(repo)
+    current = {(c, p) for c, p in old if p not in gone}
+    if current != old:
+        _write_damaged(repo, old_keys, current)

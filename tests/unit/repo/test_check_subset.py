@@ -221,9 +221,6 @@ def test_without_an_undamaged_snapshot_the_backup_is_full(repo: Repository, tmp_
     assert "parent failed verification" in second.disks[0].read_plan_reason
 
 
-@pytest.mark.xfail(
-    strict=True, reason="known gap: the chunk index still offers damaged chunks for dedup"
-)
 def test_damaged_chunks_are_not_reused_by_dedup(repo: Repository, tmp_path: Path) -> None:
     path = tmp_path / "disk.img"
     image = os.urandom(SIZE)
@@ -234,7 +231,7 @@ def test_damaged_chunks_are_not_reused_by_dedup(repo: Repository, tmp_path: Path
     assert not check_repository(repo, read_data=True, record=True).ok
     again = _backup(repo, path)
     target = tmp_path / "restored.img"
-    restore_disk(repo, again, None, target)  # raises IntegrityError today
+    restore_disk(repo, again, None, target)
     assert target.read_bytes() == image
 
 
