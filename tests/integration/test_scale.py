@@ -1,9 +1,12 @@
-"""Scale: a repository with 200 snapshots of a changing image opens, lists and checks in
-bounded memory.
+"""Scale: a repository with 200 snapshots of a changing image opens, lists, checks and prunes
+in bounded memory.
 
 The repository is built through the library API (a small image, a few chunks changed per
-snapshot); opening, listing and checking run in a fresh child process, whose own peak RSS is
-read with wait4 and printed (`pytest -s` shows it), so the number is not the test runner's.
+snapshot); opening, listing, checking, `forget --keep-last 50` and prune (grace 0, run twice:
+the second run deletes what the first unindexed) run in a fresh child process, which then checks
+every remaining byte and restores the newest snapshot. The child's own peak RSS (VmHWM) is
+printed (`pytest -s` shows it) and recorded as the `peak_rss_bytes` property, so the number is
+not the test runner's.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import random
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,19 +34,43 @@ SNAPSHOTS = 200
 CHANGED_CHUNKS = 3
 RSS_BOUND_MIB = 160  # interpreter + libraries are ~60 MiB of it
 
+KEEP_LAST = 50
+
 CHILD = textwrap.dedent(
     """
     import json, sys, time
+    from pathlib import Path
+    from e3backup.engines.image_backup import restore_disk
     from e3backup.repo.check import check_repository
+    from e3backup.repo.gc import PruneOptions, prune
     from e3backup.repo.repository import Repository
+    from e3backup.repo.retention import RetentionPolicy, apply_policy
+    from e3backup.repo.tombstones import forget_snapshot
     from e3backup.storage.local import LocalBackend
     started = time.monotonic()
-    repo = Repository.open(LocalBackend(sys.argv[1]), "pw")
+    root, image, target, keep_last = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    repo = Repository.open(LocalBackend(root), "pw")
     snapshots = repo.list_snapshots()
     report = check_repository(repo, record=True)
+    chunks_before = len(repo.index)
+    decisions = apply_policy(snapshots, RetentionPolicy(keep_last=keep_last), None)
+    for decision in decisions:
+        if not decision.keep:
+            forget_snapshot(repo, decision.snapshot, time.time)
+    first = prune(repo, PruneOptions(grace_s=0.0))
+    second = prune(repo, PruneOptions(grace_s=0.0))  # deletes what the first one unindexed
+    repo = Repository.open(LocalBackend(root), "pw")
+    remaining = repo.list_snapshots()
+    after = check_repository(repo, read_data=True, record=True)
+    restore_disk(repo, remaining[-1], None, Path(target))
     status = open("/proc/self/status").read().split("VmHWM:")[1].split()
     print(json.dumps({"snapshots": len(snapshots), "ok": report.ok, "errors": report.errors[:3],
-                      "chunks": len(repo.index), "seconds": time.monotonic() - started,
+                      "chunks": chunks_before, "chunks_after": len(repo.index),
+                      "remaining": len(remaining), "ok_after": after.ok,
+                      "errors_after": after.errors[:3], "packs_deleted": second.packs_deleted,
+                      "packs_unindexed": first.packs_unindexed,
+                      "restored_ok": Path(target).read_bytes() == Path(image).read_bytes(),
+                      "seconds": time.monotonic() - started,
                       "peak_rss": int(status[0]) * 1024}))
     """
 )
@@ -65,19 +93,31 @@ def _build(root: Path, image: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-def test_200_snapshots_open_list_and_check_in_bounded_memory(tmp_path: Path) -> None:
+def test_200_snapshots_open_list_check_and_prune_in_bounded_memory(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
     root = tmp_path / "repo"
-    _build(root, tmp_path / "disk.img")
+    image = tmp_path / "disk.img"
+    _build(root, image)
+    args = [str(root), str(image), str(tmp_path / "restored.img"), str(KEEP_LAST)]
     child = subprocess.run(
-        [sys.executable, "-c", CHILD, str(root)], capture_output=True, text=True, check=False
+        [sys.executable, "-c", CHILD, *args], capture_output=True, text=True, check=False
     )
     assert child.returncode == 0, child.stderr
     doc = json.loads(child.stdout)
     peak_rss = doc["peak_rss"]
+    record_property("peak_rss_bytes", peak_rss)
     print(
-        f"\n200-snapshot repository: open + list + check in {doc['seconds']:.1f} s, "
-        f"peak RSS {peak_rss / MiB:.0f} MiB, {doc['chunks']} chunks"
+        f"\n200-snapshot repository: open + list + check + forget (keep {KEEP_LAST}) + prune x2 "
+        f"+ read-data check + restore in {doc['seconds']:.1f} s, peak RSS "
+        f"{peak_rss / MiB:.0f} MiB, {doc['chunks']} -> {doc['chunks_after']} chunks, "
+        f"{doc['packs_unindexed']} pack(s) unindexed, {doc['packs_deleted']} deleted"
     )
     assert doc["snapshots"] == SNAPSHOTS
     assert doc["ok"], doc["errors"]
+    assert doc["remaining"] == KEEP_LAST
+    assert doc["packs_deleted"] > 0
+    assert doc["chunks_after"] < doc["chunks"]
+    assert doc["ok_after"], doc["errors_after"]
+    assert doc["restored_ok"]
     assert peak_rss < RSS_BOUND_MIB * MiB
