@@ -1,7 +1,40 @@
-"""Fixtures shared by every test directory: real servers started once per session."""
+"""Fixtures shared by every test directory: real servers started once per session, and
+`repo_backend`, the storage backend of the repository tests, on every backend in turn."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from e3backup.storage.backend import Backend
+from fixtures.backends import BACKEND_FACTORIES, BACKEND_NAMES
 from fixtures.seaweed import seaweed_server
 
-__all__ = ["seaweed_server"]
+__all__ = ["make_repo_backend", "repo_backend", "seaweed_server"]
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def make_repo_backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[], Backend]]:
+    """Makes fresh, empty backends of one kind (memory, local, s3), closed at teardown.
+
+    A local backend lives outside the test's `tmp_path`, which stays the test's own.
+    """
+    made: list[Backend] = []
+
+    def make() -> Backend:
+        directory = tmp_path_factory.mktemp("backend")
+        made.append(BACKEND_FACTORIES[request.param](request, directory))
+        return made[-1]
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+@pytest.fixture
+def repo_backend(make_repo_backend: Callable[[], Backend]) -> Backend:
+    """A fresh, empty backend; parametrized over memory, local and s3."""
+    return make_repo_backend()

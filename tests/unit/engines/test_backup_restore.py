@@ -1,4 +1,4 @@
-"""The backup and restore engines end to end on a real repository (memory backend)."""
+"""The backup and restore engines end to end on a real repository (memory, local and S3)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from e3backup.repo.check import check_repository
 from e3backup.repo.manifest import Snapshot
 from e3backup.repo.repository import Repository
 from e3backup.sources.image import RawImageReader
-from e3backup.storage.memory import MemoryBackend
+from e3backup.storage.backend import Backend
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -29,8 +29,8 @@ COUNT = SIZE // CHUNK
 
 
 @pytest.fixture
-def repo() -> Repository:
-    return Repository.init(MemoryBackend(), "pw", chunk_size=CHUNK)
+def repo(repo_backend: Backend) -> Repository:
+    return Repository.init(repo_backend, "pw", chunk_size=CHUNK)
 
 
 def _image_bytes(seed: int = 0) -> bytearray:

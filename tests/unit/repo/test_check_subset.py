@@ -15,7 +15,7 @@ from e3backup.repo.check import DataSubset, check_repository
 from e3backup.repo.manifest import Snapshot
 from e3backup.repo.repository import Repository
 from e3backup.sources.image import RawImageReader
-from e3backup.storage.memory import MemoryBackend
+from e3backup.storage.backend import Backend
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -24,8 +24,8 @@ SIZE = 4 * MiB
 
 
 @pytest.fixture
-def repo() -> Repository:
-    return Repository.init(MemoryBackend(), "pw", chunk_size=CHUNK)
+def repo(repo_backend: Backend) -> Repository:
+    return Repository.init(repo_backend, "pw", chunk_size=CHUNK)
 
 
 def _backup(repo: Repository, path: Path, extents: list[tuple[int, int]] | None = None) -> Snapshot:

@@ -1,4 +1,4 @@
-"""Prune, forget and their overlaps, on the memory and local backends.
+"""Prune, forget and their overlaps, on the memory, local and S3 backends.
 
 One test per row of the overlap table in `e3backup.repo.gc`, plus the basic behaviour of each
 step. Interleavings are driven step by step (a write session held open across a prune); "later"
@@ -24,18 +24,14 @@ from e3backup.repo.session import WriteSession
 from e3backup.repo.tombstones import forget_snapshot, read_tombstones
 from e3backup.sources.image import RawImageReader
 from e3backup.storage.backend import Backend
-from e3backup.storage.local import LocalBackend
-from e3backup.storage.memory import MemoryBackend
 
 CHUNK = 64 * 1024
 GRACE = 1000.0
 
 
-@pytest.fixture(params=["memory", "local"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "memory":
-        return MemoryBackend()
-    return LocalBackend(tmp_path / "repo")
+@pytest.fixture
+def backend(repo_backend: Backend) -> Backend:
+    return repo_backend  # memory, local and s3 (tests/conftest.py)
 
 
 @pytest.fixture

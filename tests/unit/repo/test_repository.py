@@ -1,4 +1,4 @@
-"""Repository lifecycle and snapshot lookup, on the memory and local backends."""
+"""Repository lifecycle and snapshot lookup, on the memory, local and S3 backends."""
 
 from __future__ import annotations
 
@@ -27,11 +27,9 @@ from e3backup.storage.memory import MemoryBackend
 PASSWORD = "s3cret password"
 
 
-@pytest.fixture(params=["memory", "local"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "memory":
-        return MemoryBackend()
-    return LocalBackend(tmp_path / "repo")
+@pytest.fixture
+def backend(repo_backend: Backend) -> Backend:
+    return repo_backend  # memory, local and s3 (tests/conftest.py)
 
 
 @pytest.mark.parametrize("encryption", ["aes-256-gcm", "none"])
@@ -176,8 +174,7 @@ def test_invalid_chunk_size(chunk_size: int) -> None:
 
 
 @pytest.mark.parametrize("chunk_size", [64 * 1024, 1024 * 1024, 4 * 1024 * 1024])
-def test_valid_chunk_size(chunk_size: int) -> None:
-    backend = MemoryBackend()
+def test_valid_chunk_size(backend: Backend, chunk_size: int) -> None:
     Repository.init(backend, None, "none", chunk_size=chunk_size)
     assert Repository.open(backend, None).config.chunk_size == chunk_size
 
@@ -208,8 +205,8 @@ def _commit(repo: Repository, snapshot_id: str, hours: int, source_id: str = "sr
 
 
 @pytest.fixture
-def repo_with_snapshots() -> Repository:
-    repo = Repository.init(MemoryBackend(), None, "none")
+def repo_with_snapshots(backend: Backend) -> Repository:
+    repo = Repository.init(backend, None, "none")
     _commit(repo, "abcd1111" + "0" * 56, hours=1)
     _commit(repo, "abcd2222" + "0" * 56, hours=3)
     _commit(repo, "ef012345" + "0" * 56, hours=2, source_id="src-b")
@@ -217,8 +214,8 @@ def repo_with_snapshots() -> Repository:
     return repo
 
 
-def test_no_snapshots() -> None:
-    repo = Repository.init(MemoryBackend(), None, "none")
+def test_no_snapshots(backend: Backend) -> None:
+    repo = Repository.init(backend, None, "none")
     assert repo.list_snapshots() == []
     with pytest.raises(SnapshotNotFound):
         repo.find_snapshot("latest")

@@ -8,6 +8,7 @@ not reveal what was backed up.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from e3backup.engines.image_backup import backup_image
 from e3backup.repo import formats
 from e3backup.repo.repository import Repository
 from e3backup.sources.image import RawImageReader
-from e3backup.storage.local import LocalBackend
+from e3backup.storage.backend import Backend
 
 MiB = 1024 * 1024
 WINDOW = 32  # every 64-byte piece of the image contains one whole 32-aligned 32-byte window
@@ -61,13 +62,17 @@ def _leaked_windows(obj: bytes, windows: set[bytes]) -> int:
     return hits
 
 
-def _stored_objects(backend: LocalBackend) -> dict[str, bytes]:
+MakeBackend = Callable[[], Backend]
+
+
+def _stored_objects(backend: Backend) -> dict[str, bytes]:
     return {info.key: backend.get(info.key) for info in backend.list("")}
 
 
-def _backup(repo_dir: Path, image_path: Path, encryption: str) -> Repository:
+def _backup(make_backend: MakeBackend, image_path: Path, encryption: str) -> Repository:
+    """A backup of `image_path` into a fresh repository on a fresh backend."""
     password = "pw" if encryption != "none" else None
-    repo = Repository.init(LocalBackend(repo_dir), password, encryption, chunk_size=64 * 1024)
+    repo = Repository.init(make_backend(), password, encryption, chunk_size=64 * 1024)
     with RawImageReader.open(image_path) as reader:
         backup_image(repo, image_path, reader)
     return repo
@@ -79,22 +84,26 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
     return path, _image(path)
 
 
-def test_detector_finds_plaintext(image: tuple[Path, bytes], tmp_path: Path) -> None:
+def test_detector_finds_plaintext(
+    image: tuple[Path, bytes], make_repo_backend: MakeBackend
+) -> None:
     """The leak check itself works: an unencrypted repository stores random data as is."""
     path, data = image
-    repo = _backup(tmp_path / "plain", path, "none")
+    repo = _backup(make_repo_backend, path, "none")
     windows = _windows(data)
-    objects = _stored_objects(repo.backend)  # type: ignore[arg-type]
+    objects = _stored_objects(repo.backend)
     assert sum(_leaked_windows(obj, windows) for obj in objects.values()) > 1000
     assert _leaked_windows(b"xx" + data[12345 : 12345 + 64] + b"yy", windows) >= 1
 
 
-def test_no_64_byte_piece_of_the_image_is_stored(image: tuple[Path, bytes], tmp_path: Path) -> None:
+def test_no_64_byte_piece_of_the_image_is_stored(
+    image: tuple[Path, bytes], make_repo_backend: MakeBackend
+) -> None:
     path, data = image
-    repo = _backup(tmp_path / "repo", path, "aes-256-gcm")
+    repo = _backup(make_repo_backend, path, "aes-256-gcm")
     windows = _windows(data)
     assert len(windows) > 60_000
-    objects = _stored_objects(repo.backend)  # type: ignore[arg-type]
+    objects = _stored_objects(repo.backend)
     assert any(key.startswith(formats.PACKS_PREFIX) for key in objects)
     assert sum(len(obj) for obj in objects.values()) > 2 * MiB  # the random data is in there
     leaks = {key: n for key, obj in objects.items() if (n := _leaked_windows(obj, windows))}
@@ -102,27 +111,27 @@ def test_no_64_byte_piece_of_the_image_is_stored(image: tuple[Path, bytes], tmp_
 
 
 def test_manifest_does_not_reveal_the_source(
-    image: tuple[Path, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    image: tuple[Path, bytes], make_repo_backend: MakeBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("E3BACKUP_HOSTNAME", "hr-fileserver-01.corp.example")
     path, _data = image
-    repo = _backup(tmp_path / "repo", path, "aes-256-gcm")
+    repo = _backup(make_repo_backend, path, "aes-256-gcm")
     snapshot = repo.find_snapshot("latest")
     assert snapshot.source_name == str(path.resolve())  # it is recorded, but encrypted
     assert snapshot.hostname == "hr-fileserver-01.corp.example"
     secrets = [SECRET_NAME, str(path.resolve()), snapshot.hostname, snapshot.source_id]
     secrets += ["source_name", snapshot.disks[0].name]
-    for key, obj in _stored_objects(repo.backend).items():  # type: ignore[arg-type]
+    for key, obj in _stored_objects(repo.backend).items():
         for secret in secrets:
             assert secret.encode() not in obj, (key, secret)
 
 
 def test_same_content_gets_different_ids_per_repository(
-    image: tuple[Path, bytes], tmp_path: Path
+    image: tuple[Path, bytes], make_repo_backend: MakeBackend
 ) -> None:
     path, _data = image
-    first = _backup(tmp_path / "one", path, "aes-256-gcm")
-    second = _backup(tmp_path / "two", path, "aes-256-gcm")
+    first = _backup(make_repo_backend, path, "aes-256-gcm")
+    second = _backup(make_repo_backend, path, "aes-256-gcm")
 
     def ids(repo: Repository) -> set[bytes]:
         disk = repo.find_snapshot("latest").disks[0]
@@ -133,17 +142,17 @@ def test_same_content_gets_different_ids_per_repository(
     first_ids, second_ids = ids(first), ids(second)
     assert len(first_ids) > 50 and len(first_ids) == len(second_ids)
     assert first_ids.isdisjoint(second_ids)
-    first_keys = {k for k in _stored_objects(first.backend) if k != formats.CONFIG_KEY}  # type: ignore[arg-type]
-    second_keys = {k for k in _stored_objects(second.backend) if k != formats.CONFIG_KEY}  # type: ignore[arg-type]
+    first_keys = {k for k in _stored_objects(first.backend) if k != formats.CONFIG_KEY}
+    second_keys = {k for k in _stored_objects(second.backend) if k != formats.CONFIG_KEY}
     assert first_keys.isdisjoint(second_keys)  # packs and index objects too
 
 
 def test_unencrypted_repositories_also_key_their_ids(
-    image: tuple[Path, bytes], tmp_path: Path
+    image: tuple[Path, bytes], make_repo_backend: MakeBackend
 ) -> None:
     path, _data = image
-    first = _backup(tmp_path / "one", path, "none")
-    second = _backup(tmp_path / "two", path, "none")
+    first = _backup(make_repo_backend, path, "none")
+    second = _backup(make_repo_backend, path, "none")
     a = set(first.disk_chunk_ids(first.find_snapshot("latest").disks[0])) - {formats.ZERO_ID}
     b = set(second.disk_chunk_ids(second.find_snapshot("latest").disks[0])) - {formats.ZERO_ID}
     assert a and a.isdisjoint(b)
