@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from e3backup.core.cancel import CancelToken
-from e3backup.core.errors import E3Error, IntegrityError
+from e3backup.core.errors import E3Error
 from e3backup.engines.progress import ProgressTracker
 from e3backup.engines.restore_targets import RestoreTarget
 from e3backup.repo import formats
@@ -31,7 +30,6 @@ log = logging.getLogger(__name__)
 MAX_RUN_BYTES = 8 * 1024 * 1024  # largest single ranged read
 DEFAULT_IN_FLIGHT_BYTES = 128 * 1024 * 1024
 PAGES_AHEAD = 8  # disk index pages (32 KiB each) fetched ahead of the planner
-PAGE_FETCHERS = 2  # beside the run fetchers: keeps the S3 connection pool from overflowing
 
 
 @dataclass
@@ -47,7 +45,7 @@ class FetchRun:
 def plan_runs(repo: Repository, disk: DiskRecord) -> Iterator[FetchRun | tuple[int, int]]:
     """Yield FetchRuns for stored chunks and (offset, length) for all-zero chunks."""
     run: FetchRun | None = None
-    for chunk_no, chunk_id in enumerate(prefetched_chunk_ids(repo, disk)):
+    for chunk_no, chunk_id in enumerate(repo.disk_chunk_ids(disk, pages_ahead=PAGES_AHEAD)):
         offset = chunk_no * disk.chunk_size
         if chunk_id == formats.ZERO_ID:
             yield offset, min(disk.chunk_size, disk.size_bytes - offset)
@@ -68,34 +66,6 @@ def plan_runs(repo: Repository, disk: DiskRecord) -> Iterator[FetchRun | tuple[i
         run.end = loc.offset + loc.length
     if run is not None:
         yield run
-
-
-def prefetched_chunk_ids(repo: Repository, disk: DiskRecord) -> Iterator[bytes]:
-    """`repo.disk_chunk_ids(disk)`, with up to PAGES_AHEAD pages being fetched in parallel."""
-    expected = -(-disk.size_bytes // disk.chunk_size)
-    produced = 0
-    pages = iter(disk.pages)
-    with ThreadPoolExecutor(PAGE_FETCHERS, thread_name_prefix="restore-pages") as pool:
-        window: deque[tuple[str, Future[bytes]]] = deque()
-        for page_hex in pages:
-            window.append((page_hex, pool.submit(repo.read_chunk, bytes.fromhex(page_hex))))
-            if len(window) >= PAGES_AHEAD:
-                break
-        while window:
-            page_hex, future = window.popleft()
-            page = future.result()
-            next_hex = next(pages, None)
-            if next_hex is not None:
-                window.append((next_hex, pool.submit(repo.read_chunk, bytes.fromhex(next_hex))))
-            if len(page) % formats.ID_BYTES:
-                raise IntegrityError(f"index page {page_hex[:16]} has a partial entry")
-            for pos in range(0, len(page), formats.ID_BYTES):
-                yield page[pos : pos + formats.ID_BYTES]
-            produced += len(page) // formats.ID_BYTES
-    if produced != expected:
-        raise IntegrityError(
-            f"disk {disk.name}: index has {produced} chunks, expected {expected} for its size"
-        )
 
 
 class _ByteBudget:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from e3backup.core.errors import (
     FormatError,
@@ -211,12 +212,12 @@ class Repository:
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} has an unexpected length")
         return data
 
-    def disk_chunk_ids(self, disk: DiskRecord) -> Iterator[bytes]:
-        """The chunk ids of a disk in order (ZERO_ID for all-zero chunks), one page at a time."""
+    def disk_chunk_ids(self, disk: DiskRecord, pages_ahead: int = 0) -> Iterator[bytes]:
+        """The chunk ids of a disk in order (ZERO_ID for all-zero chunks), one page at a time;
+        with `pages_ahead`, that many pages are fetched in parallel ahead of the consumer."""
         count = -(-disk.size_bytes // disk.chunk_size)
         produced = 0
-        for page_hex in disk.pages:
-            page = self.read_chunk(bytes.fromhex(page_hex))
+        for page_hex, page in self._pages(disk, pages_ahead):
             if len(page) % formats.ID_BYTES:
                 raise IntegrityError(f"index page {page_hex[:16]} has a partial entry")
             for pos in range(0, len(page), formats.ID_BYTES):
@@ -226,6 +227,29 @@ class Repository:
             raise IntegrityError(
                 f"disk {disk.name}: index has {produced} chunks, expected {count} for its size"
             )
+
+    def _pages(self, disk: DiskRecord, ahead: int) -> Iterator[tuple[str, bytes]]:
+        if ahead <= 0:
+            for page_hex in disk.pages:
+                yield page_hex, self.read_chunk(bytes.fromhex(page_hex))
+            return
+        pages = iter(disk.pages)
+        # Two fetchers: enough to hide latency without crowding the backend's connection pool.
+        with ThreadPoolExecutor(2, thread_name_prefix="index-pages") as pool:
+            window: deque[tuple[str, Future[bytes]]] = deque()
+
+            def fetch_next() -> None:
+                page_hex = next(pages, None)
+                if page_hex is not None:
+                    future = pool.submit(self.read_chunk, bytes.fromhex(page_hex))
+                    window.append((page_hex, future))
+
+            for _ in range(ahead):
+                fetch_next()
+            while window:
+                page_hex, future = window.popleft()
+                fetch_next()
+                yield page_hex, future.result()
 
     # --- snapshots ------------------------------------------------------------------------------
 
