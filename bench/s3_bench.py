@@ -39,7 +39,7 @@ from bench_common import (
     verdict,
 )
 from run_bench import sha256_file
-from seaweed_server import Seaweed, find_weed, running_seaweed
+from seaweed_server import SeaweedServer, find_weed, running_seaweed
 from tools import BenchError, E3backup, Measurement, Restic, output_of
 
 logger = logging.getLogger("bench")
@@ -68,7 +68,7 @@ class S3Result:
 
 
 def one_round(
-    server: Seaweed,
+    server: SeaweedServer,
     round_no: int,
     image: SourceImage,
     args: argparse.Namespace,
