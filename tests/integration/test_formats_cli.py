@@ -19,19 +19,10 @@ import pytest
 from cli_harness import Cli, MiB, Run, assert_one_line_error, chunks_touched, sha256
 
 from e3backup.sources.vhdx import VhdxWriter
+from fixtures.real import require_tool as _tool
 
 CHUNK = 64 * 1024
 SIZE = 100 * MiB + 512 * 3  # a multiple of no block size
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        reason = f"{name} is not installed (apt-get install qemu-utils)"
-        if os.environ.get("E3BACKUP_REQUIRE_REAL") == "1":
-            pytest.fail(f"{reason}; E3BACKUP_REQUIRE_REAL=1 forbids skipping", pytrace=False)
-        pytest.skip(reason)
-    return path
 
 
 def _qemu(tool: str, *args: str | Path) -> str:

@@ -9,36 +9,18 @@ checked against the same writes applied by qemu-io to a copy of the base image.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from e3backup.sources.vhdx import VhdxReader, VhdxWriter, write_vhdx
+from fixtures.real import require_tool as _tool
+from fixtures.real import run_tool as _run
 
 MiB = 1024 * 1024
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        reason = f"{name} is not installed (apt-get install qemu-utils)"
-        if os.environ.get("E3BACKUP_REQUIRE_REAL") == "1":
-            pytest.fail(f"{reason}; E3BACKUP_REQUIRE_REAL=1 forbids skipping", pytrace=False)
-        pytest.skip(reason)
-    return path
-
-
-def _run(*args: str | Path) -> str:
-    result = subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
-    return result.stdout
 
 
 def _qemu_create(path: Path, size: int, block_size: int, fixed: bool = False) -> Path:

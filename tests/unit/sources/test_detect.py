@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,19 +13,10 @@ from e3backup.sources.detect import detect_format, open_disk
 from e3backup.sources.image import RawImageReader
 from e3backup.sources.qemu_image import QemuImageReader
 from e3backup.sources.vhdx import VhdxReader
+from fixtures.real import require_tool as _tool
 
 MiB = 1024 * 1024
 SIZE = 3 * MiB
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        reason = f"{name} is not installed (apt-get install qemu-utils)"
-        if os.environ.get("E3BACKUP_REQUIRE_REAL") == "1":
-            pytest.fail(f"{reason}; E3BACKUP_REQUIRE_REAL=1 forbids skipping", pytrace=False)
-        pytest.skip(reason)
-    return path
 
 
 def _qemu_image(path: Path, fmt: str, options: str = "") -> Path:

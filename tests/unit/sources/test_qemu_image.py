@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,28 +12,14 @@ import pytest
 
 from e3backup.core.errors import CommandFailed, E3Error, SourceError
 from e3backup.sources.qemu_image import QemuImageReader
+from fixtures.real import require_tool as _tool
+from fixtures.real import run_tool as _run
 
 KiB = 1024
 MiB = 1024 * KiB
 SIZE = 40 * MiB + 512
 WRITES = [(0, 4096, 0x11), (3 * MiB + 512, 70 * KiB, 0x22), (20 * MiB, 2 * MiB, 0x33)]
 WRITES += [(SIZE - 512, 512, 0x44)]
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        reason = f"{name} is not installed (apt-get install qemu-utils)"
-        if os.environ.get("E3BACKUP_REQUIRE_REAL") == "1":
-            pytest.fail(f"{reason}; E3BACKUP_REQUIRE_REAL=1 forbids skipping", pytrace=False)
-        pytest.skip(reason)
-    return path
-
-
-def _run(*args: str | Path) -> str:
-    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, f"{args}: {proc.stdout}{proc.stderr}"
-    return proc.stdout
 
 
 def _image(tmp: Path, fmt: str, options: str = "") -> tuple[Path, bytes]:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import socket
 import struct
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +22,8 @@ from e3backup.exec.command import Command
 from e3backup.exec.daemon import Daemon
 from e3backup.sources.nbd import protocol as p
 from e3backup.sources.nbd.client import NbdClient, NbdError
+from fixtures.real import require_tool as _tool
+from fixtures.real import run_tool as _run
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -33,22 +33,6 @@ EXPORT = "disk"
 WRITES = [(0, 64 * KiB, 0x11), (MiB + 512, 4096, 0x22), (32 * MiB - 4096, 8192, 0x33)]
 WRITES += [(SIZE - 512, 512, 0x44)]
 ZEROED = (8 * MiB, MiB)  # written with `write -z`: a qcow2 zero cluster, reads as zeros
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        reason = f"{name} is not installed (apt-get install qemu-utils)"
-        if os.environ.get("E3BACKUP_REQUIRE_REAL") == "1":
-            pytest.fail(f"{reason}; E3BACKUP_REQUIRE_REAL=1 forbids skipping", pytrace=False)
-        pytest.skip(reason)
-    return path
-
-
-def _run(*args: str | Path) -> str:
-    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, f"{args}: {proc.stdout}{proc.stderr}"
-    return proc.stdout
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vhdx_helpers import MiB, require_tool
+from vhdx_helpers import MiB
 
 from e3backup.core.errors import SourceError
 from e3backup.sources.vhdx import VhdxReader, VhdxWriter, write_vhdx
 from e3backup.sources.vhdx import formats as f
 from e3backup.sources.vhdx.crc32c import crc32c
+from fixtures.real import require_tool
 
 SIZE = 8 * MiB + 4096
 WRITES = [(0, b"a" * 4096), (3 * MiB - 512, b"b" * 1024), (SIZE - 512, b"c" * 512)]

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import struct
 from pathlib import Path
-
-import pytest
 
 from e3backup.sources.vhdx import formats as f
 from e3backup.sources.vhdx.writer import write_vhdx
 
 MiB = 1024 * 1024
-
-
-def require_tool(name: str) -> str:
-    """Path of an external tool; skip without it, unless E3BACKUP_REQUIRE_REAL=1 (CI) forbids."""
-    path = shutil.which(name)
-    if path is None:
-        reason = f"{name} is not installed (apt-get install qemu-utils)"
-        if os.environ.get("E3BACKUP_REQUIRE_REAL") == "1":
-            pytest.fail(f"{reason}; E3BACKUP_REQUIRE_REAL=1 forbids skipping", pytrace=False)
-        pytest.skip(reason)
-    return path
 
 
 def expected_image(size: int, writes: dict[int, bytes]) -> bytes:
