@@ -138,3 +138,10 @@ def median_run(runs: list[Measurement]) -> Measurement | None:
 
 def per_round(label: str, runs: list[Measurement]) -> str:
     return f"{label} " + "/".join(f"{m.wall_s:.2f}" for m in runs)
+
+
+def write_section(results_file: Path, section: str, parts: list[str], setup: list[str]) -> None:
+    """Replace this benchmark's marked section of RESULTS.md: title, setup lines, tables."""
+    body = "\n".join([parts[0], "", *setup, "", "\n\n".join(parts[1:])])
+    report.update_section(results_file, section, body)
+    print(f"updated section '{section}' of {results_file}")

@@ -39,6 +39,7 @@ from bench_common import (
     rss,
     secs,
     verdict,
+    write_section,
 )
 from run_bench import dir_bytes, sha256_file
 from tools import BenchError, E3backup, Measurement, output_of, resolve
@@ -281,9 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             "warm cache, sync included)",
             f"- verdict: **{verdict(passed)}**",
         ]
-        body = "\n".join([parts[0], "", *setup, "", "\n\n".join(parts[1:])])
-        report.update_section(args.results_file, SECTION, body)
-        print(f"updated section '{SECTION}' of {args.results_file}")
+        write_section(args.results_file, SECTION, parts, setup)
     return 0 if passed else 1
 
 

@@ -37,6 +37,7 @@ from bench_common import (
     rss,
     secs,
     verdict,
+    write_section,
 )
 from run_bench import sha256_file
 from seaweed_server import SeaweedServer, find_weed, running_seaweed
@@ -253,9 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             "- method: docstring of `bench/s3_bench.py` (same server, warm cache, sync included)",
             f"- verdict: **{verdict(passed)}**",
         ]
-        body = "\n".join([parts[0], "", *setup, "", "\n\n".join(parts[1:])])
-        report.update_section(args.results_file, SECTION, body)
-        print(f"updated section '{SECTION}' of {args.results_file}")
+        write_section(args.results_file, SECTION, parts, setup)
     return 0 if passed else 1
 
 
