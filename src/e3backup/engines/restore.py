@@ -116,12 +116,8 @@ class DiskRestore:
     def _write(self, disk: DiskRecord, target: RestoreTarget) -> None:
         write_zeros = target.writes_zeros
         errors: list[BaseException] = []
-        futures: set[Future[None]] = set()
-        lock = threading.Lock()
 
         def done(future: Future[None]) -> None:
-            with lock:
-                futures.discard(future)
             exc = future.exception()
             if exc is not None:
                 errors.append(exc)
@@ -139,10 +135,7 @@ class DiskRestore:
                         continue
                     size = item.end - item.start
                     self.budget.acquire(size, self.cancel)
-                    future = pool.submit(self._fetch_and_write, target, item)
-                    with lock:
-                        futures.add(future)
-                    future.add_done_callback(done)
+                    pool.submit(self._fetch_and_write, target, item).add_done_callback(done)
             except BaseException:
                 self.cancel.cancel("restore stopped after an error")
                 raise
