@@ -3,15 +3,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from e3backup.repo.keys import FAST_KDF_ENV
 from e3backup.storage.backend import Backend
 from fixtures.backends import BACKEND_FACTORIES, BACKEND_NAMES
 from fixtures.seaweed import seaweed_server
 
 __all__ = ["make_repo_backend", "repo_backend", "seaweed_server"]
+
+# Key files made by tests use cheap argon2id parameters (the calibrated ones cost ~0.75 s each);
+# tests/unit/repo/test_keys.py checks the calibrated default without it.
+os.environ.setdefault(FAST_KDF_ENV, "1")
 
 
 @pytest.fixture(params=BACKEND_NAMES)

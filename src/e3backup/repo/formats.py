@@ -75,3 +75,17 @@ MAX_CHUNK_SIZE = 4 * 1024 * 1024
 SCRYPT_N = 2**15
 SCRYPT_R = 8
 SCRYPT_P = 1
+
+# Key files (repo/keys.py) -----------------------------------------------------------------------
+# A key file is JSON: {"version", "kdf": {"name", ...params, "salt"}, "nonce", "wrapped"}. Version 1
+# files name their KDF, so a new KDF is a new name, never a new meaning of an old one.
+KEY_FILE_VERSION = 1
+KDF_SCRYPT = "scrypt"  # the only KDF of the first key files: the SCRYPT_* defaults above
+KDF_ARGON2ID = "argon2id"  # new key files: parameters calibrated on the creating machine
+ARGON2_SALT_BYTES = 16
+ARGON2_PARALLELISM = 1
+ARGON2_BASE_MEMORY_KIB = 64 * 1024  # calibration probe, and the least a key file is given
+ARGON2_MAX_MEMORY_KIB = 256 * 1024  # small hosts must still be able to open the repository
+ARGON2_OPEN_MAX_MEMORY_KIB = 1024 * 1024  # larger values in a key file are refused as damage
+ARGON2_OPEN_MAX_TIME_COST = 64
+KDF_TARGET_SECONDS = 0.75  # calibration aims here: ~0.5-1 s per password guess

@@ -9,14 +9,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from e3backup.core.errors import (
-    FormatError,
     IntegrityError,
     ObjectNotFound,
     RepositoryExists,
     RepositoryNotFound,
     SnapshotNotFound,
     UsageError,
-    WrongPassword,
 )
 from e3backup.core.ids import new_id
 from e3backup.repo import formats, keys
@@ -75,7 +73,7 @@ class Repository:
         )
         if encrypted:
             assert password is not None
-            backend.put(formats.KEYS_PREFIX + new_id(), keys.wrap(master, password, repo_id))
+            keys.add_key_file(backend, master, password, repo_id)
         backend.put(formats.CONFIG_KEY, config.to_json())  # last: its presence means "ready"
         return cls(backend, config, master)
 
@@ -95,22 +93,8 @@ class Repository:
             password = password()
         if not password:
             raise UsageError("this repository is encrypted: a password is required")
-        key_objects = list(backend.list(formats.KEYS_PREFIX))
-        if not key_objects:
-            raise FormatError("the repository has no key files")
-        damaged: list[str] = []
-        for info in key_objects:
-            try:
-                master = keys.unwrap(backend.get(info.key), password, config.repo_id)
-            except WrongPassword:
-                continue
-            except FormatError as exc:  # one damaged key file must not lock out the others
-                damaged.append(f"{info.key}: {exc}")
-                continue
-            return cls(backend, config, master)
-        if damaged and len(damaged) == len(key_objects):
-            raise FormatError("every key file is damaged: " + "; ".join(damaged))
-        raise WrongPassword("wrong password for this repository")
+        _key, master = keys.unlock(backend, password, config.repo_id)
+        return cls(backend, config, master)
 
     def close(self) -> None:
         self.backend.close()

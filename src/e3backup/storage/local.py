@@ -3,6 +3,9 @@
 Writes go to a uniquely named temporary file in the target directory, are fsynced and then
 renamed over the key, so a crash or a concurrent writer never leaves a half-written object under
 its final name. Temporary files carry the `.tmp-` prefix and are never listed.
+
+A repository holds key files and data only its owner may read: every directory this backend
+creates is 0700 and every object 0600, whatever the umask.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from e3backup.core.errors import ObjectNotFound, StorageError
 from e3backup.storage.backend import BackendProperties, ObjectInfo, check_key
 
 TEMP_PREFIX = ".tmp-"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 class LocalBackend:
@@ -32,10 +37,13 @@ class LocalBackend:
     def put(self, key: str, data: bytes | memoryview) -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_dirs(path.parent)
             tmp = path.parent / f"{TEMP_PREFIX}{path.name}-{secrets.token_hex(6)}"
             try:
-                with open(tmp, "wb") as f:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, FILE_MODE)
+                with open(fd, "wb") as f:
+                    if os.name == "posix":
+                        os.fchmod(fd, FILE_MODE)  # the umask may have taken owner bits
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
@@ -105,6 +113,26 @@ class LocalBackend:
 
     def close(self) -> None:
         pass
+
+
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+
+
+def _make_dirs(directory: Path) -> None:
+    """mkdir -p where every directory made is DIR_MODE (Path.mkdir leaves parents to the umask)."""
+    if directory.is_dir():
+        return
+    missing = [directory]
+    while not missing[-1].parent.exists() and missing[-1].parent != missing[-1]:
+        missing.append(missing[-1].parent)
+    for each in reversed(missing):
+        try:
+            os.mkdir(each, DIR_MODE)
+        except FileExistsError:  # a concurrent writer made it (with the same mode)
+            if not each.is_dir():
+                raise
+            continue
+        os.chmod(each, DIR_MODE)  # mkdir's mode is masked by the umask
 
 
 def _raise_list_error(exc: OSError) -> None:

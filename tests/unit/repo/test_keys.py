@@ -1,15 +1,23 @@
-"""Key files: the master keys wrapped by a password-derived key."""
+"""Key files: the master keys wrapped by a password-derived key (argon2id; old ones scrypt)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 
 import pytest
 
 from e3backup.core.errors import FormatError, WrongPassword
-from e3backup.repo.keys import MasterKeys, unwrap, wrap
+from e3backup.repo import formats, keys
+from e3backup.repo.keys import Argon2Params, MasterKeys, argon2_params_for, unwrap, wrap
+from fixtures.legacy_keys import (
+    LEGACY_MASTER,
+    LEGACY_PASSWORD,
+    LEGACY_REPO_ID,
+    LEGACY_SCRYPT_KEY_FILE,
+)
 
 REPO_ID = "a" * 64
 
@@ -104,10 +112,20 @@ _DAMAGE: dict[str, Callable[[bytes], bytes]] = {
     "no wrapped": lambda k: _edit(k, wrapped=None),
     "bad base64 nonce": lambda k: _edit(k, nonce="!!not base64!!"),
     "bad base64 salt": lambda k: _edit(k, kdf_salt="***"),
-    "n not a number": lambda k: _edit(k, kdf_n="many"),
-    "n not a power of two": lambda k: _edit(k, kdf_n=1000),
+    "time cost not a number": lambda k: _edit(k, kdf_time_cost="many"),
+    "time cost zero": lambda k: _edit(k, kdf_time_cost=0),
+    "time cost huge": lambda k: _edit(k, kdf_time_cost=10**6),
+    "memory below the minimum": lambda k: _edit(k, kdf_memory_kib=4),
+    "memory of 1 TiB": lambda k: _edit(k, kdf_memory_kib=2**30),  # refused, not allocated
+    "no parallelism": lambda k: _edit(k, kdf_parallelism=None),
+    "other argon2 version": lambda k: _edit(k, kdf_version=16),
     "short nonce": lambda k: _edit(k, nonce=base64.b64encode(b"1234").decode()),
     "other kdf": lambda k: _edit(k, kdf_name="pbkdf2"),
+}
+_SCRYPT_DAMAGE: dict[str, Callable[[bytes], bytes]] = {
+    "n not a number": lambda k: _edit(k, kdf_n="many"),
+    "n not a power of two": lambda k: _edit(k, kdf_n=1000),
+    "no salt": lambda k: _edit(k, kdf_salt=None),
 }
 
 
@@ -115,3 +133,72 @@ _DAMAGE: dict[str, Callable[[bytes], bytes]] = {
 def test_damaged_key_file(key_file: bytes, damage: str) -> None:
     with pytest.raises(FormatError):
         unwrap(_DAMAGE[damage](key_file), "correct horse", REPO_ID)
+
+
+@pytest.mark.parametrize("damage", list(_SCRYPT_DAMAGE))
+def test_damaged_scrypt_key_file(damage: str) -> None:
+    with pytest.raises(FormatError):
+        unwrap(_SCRYPT_DAMAGE[damage](LEGACY_SCRYPT_KEY_FILE), LEGACY_PASSWORD, LEGACY_REPO_ID)
+
+
+def test_scrypt_key_file_of_the_first_format_still_opens() -> None:
+    assert unwrap(LEGACY_SCRYPT_KEY_FILE, LEGACY_PASSWORD, LEGACY_REPO_ID) == LEGACY_MASTER
+    with pytest.raises(WrongPassword):
+        unwrap(LEGACY_SCRYPT_KEY_FILE, "new password", LEGACY_REPO_ID)
+
+
+def test_key_file_records_the_argon2id_parameters(master: MasterKeys) -> None:
+    params = Argon2Params(time_cost=2, memory_kib=2048)
+    doc = json.loads(wrap(master, "pw", REPO_ID, params))
+    kdf = doc["kdf"]
+    assert (kdf["name"], kdf["version"]) == ("argon2id", 0x13)
+    assert (kdf["time_cost"], kdf["memory_kib"], kdf["parallelism"]) == (2, 2048, 1)
+    assert len(base64.b64decode(kdf["salt"])) == formats.ARGON2_SALT_BYTES
+    assert doc["version"] == formats.KEY_FILE_VERSION
+    # The recorded parameters are the ones used: other ones derive another key.
+    with pytest.raises(WrongPassword):
+        unwrap(_edit(json.dumps(doc).encode(), kdf_time_cost=1), "pw", REPO_ID)
+    assert unwrap(json.dumps(doc).encode(), "pw", REPO_ID) == master
+
+
+@pytest.mark.parametrize("probe_s", [0.004, 0.01, 0.03, 0.067, 0.15, 0.3, 0.5, 0.74])
+def test_calibration_scales_the_probe_to_the_target(probe_s: float) -> None:
+    params = argon2_params_for(probe_s)
+    base = formats.ARGON2_BASE_MEMORY_KIB
+    assert base <= params.memory_kib <= formats.ARGON2_MAX_MEMORY_KIB
+    assert params.memory_kib % 1024 == 0 and params.time_cost >= 1
+    predicted_s = probe_s * params.time_cost * params.memory_kib / base
+    assert 0.5 <= predicted_s <= 1.0, (params, predicted_s)
+
+
+@pytest.mark.parametrize("probe_s", [0.75, 1.5, 10.0])
+def test_calibration_on_a_slow_host_keeps_the_floor(probe_s: float) -> None:
+    assert argon2_params_for(probe_s) == Argon2Params(1, formats.ARGON2_BASE_MEMORY_KIB)
+
+
+def test_default_calibration_lands_in_range(
+    master: MasterKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one test that pays for real parameters: what `repo init` gets on this machine.
+
+    CPU time of the calling thread, which other processes on a busy host do not inflate much.
+    """
+    monkeypatch.delenv(keys.FAST_KDF_ENV, raising=False)
+    keys._calibrated.cache_clear()
+    try:
+        params = keys.default_kdf()
+        data = wrap(master, "pw", REPO_ID)
+    finally:
+        keys._calibrated.cache_clear()
+    kdf = json.loads(data)["kdf"]
+    assert (kdf["time_cost"], kdf["memory_kib"]) == (params.time_cost, params.memory_kib)
+    assert formats.ARGON2_BASE_MEMORY_KIB <= params.memory_kib <= formats.ARGON2_MAX_MEMORY_KIB
+    start = time.thread_time()
+    assert unwrap(data, "pw", REPO_ID) == master
+    cpu_s = time.thread_time() - start
+    assert 0.35 <= cpu_s <= 1.5, (params, cpu_s)  # target 0.75 s; wide for a shared host
+
+
+def test_test_suite_uses_cheap_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(keys.FAST_KDF_ENV, "1")
+    assert keys.default_kdf().memory_kib < formats.ARGON2_BASE_MEMORY_KIB

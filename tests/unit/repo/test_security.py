@@ -1,14 +1,15 @@
 """Acceptance criteria of the encryption issue, checked on real stored objects.
 
 "With encryption on, no 64-byte piece of the image's non-zero data appears in any stored
-object"; "the same content gets different chunk ids in two repositories"; and the manifests do
-not reveal what was backed up.
+object"; "the same content gets different chunk ids in two repositories"; the manifests do
+not reveal what was backed up; and a local repository is readable by its owner only.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from e3backup.repo import formats
 from e3backup.repo.repository import Repository
 from e3backup.sources.image import RawImageReader
 from e3backup.storage.backend import Backend
+from e3backup.storage.local import LocalBackend
 
 MiB = 1024 * 1024
 WINDOW = 32  # every 64-byte piece of the image contains one whole 32-aligned 32-byte window
@@ -156,3 +158,30 @@ def test_unencrypted_repositories_also_key_their_ids(
     a = set(first.disk_chunk_ids(first.find_snapshot("latest").disks[0])) - {formats.ZERO_ID}
     b = set(second.disk_chunk_ids(second.find_snapshot("latest").disks[0])) - {formats.ZERO_ID}
     assert a and a.isdisjoint(b)
+
+
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_local_repository_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Tests run as root, which reads anything: the modes are what is checked, not access."""
+    image = tmp_path / "disk.img"
+    _image(image)
+    tmp_mode = stat.S_IMODE(tmp_path.stat().st_mode)
+    root = tmp_path / "new" / "repo"  # `new` is made by the backend too
+    repo = Repository.init(LocalBackend(root), "pw")
+    with RawImageReader.open(image) as reader:
+        backup_image(repo, image, reader)
+    made = [root.parent, root, *root.rglob("*")]
+    assert {p.relative_to(root).parts[0] for p in made[2:]} >= {"config", "keys", "packs", "index"}
+    modes = {str(p): stat.S_IMODE(p.stat().st_mode) for p in made}
+    expected = {str(p): 0o700 if p.is_dir() else 0o600 for p in made}
+    assert modes == expected
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == tmp_mode  # what existed is left alone
