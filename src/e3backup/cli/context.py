@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from e3backup.core.cancel import CancelToken
@@ -23,11 +23,15 @@ REPO_ENV = "E3BACKUP_REPO"
 
 @dataclass
 class CliContext:
-    repo_location: str | None
-    password_file: Path | None
+    """Set from the repository options (cli/conventions.py), before and after the command."""
+
+    repo_location: str | None = None
+    password_file: Path | None = None
     endpoint: str | None = None
     upload_limit_kibps: int | None = None
     download_limit_kibps: int | None = None
+    verbosity: int = 0
+    _password: str | None = field(default=None, repr=False)
 
     def backend(self) -> Backend:
         if not self.repo_location:
@@ -45,18 +49,15 @@ class CliContext:
             open_s3(self.repo_location, endpoint=self.endpoint).ensure_bucket()
 
     def password(self, confirm: bool = False) -> str:
+        """The repository password, asked for (or read) once per run."""
+        if self._password is not None:
+            return self._password
         if self.password_file is not None:
-            try:
-                text = self.password_file.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise UsageError(f"cannot read password file {self.password_file}: {exc}") from exc
-            password = text.rstrip("\r\n")
+            password = read_password_file(self.password_file)
         elif os.environ.get(PASSWORD_ENV):
             password = os.environ[PASSWORD_ENV]
         elif sys.stdin.isatty():
-            password = getpass.getpass("repository password: ")
-            if confirm and getpass.getpass("repeat password: ") != password:
-                raise UsageError("the passwords do not match")
+            password = prompt_password("repository password: ", confirm)
         else:
             raise UsageError(
                 f"a password is needed: set {PASSWORD_ENV}, pass --password-file, "
@@ -64,11 +65,27 @@ class CliContext:
             )
         if not password:
             raise UsageError("the password is empty")
+        self._password = password
         return password
 
     def open_repository(self) -> Repository:
         backend = self.backend()
         return Repository.open(backend, _LazyPassword(self).get)
+
+
+def read_password_file(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read password file {path}: {exc}") from exc
+    return text.rstrip("\r\n")
+
+
+def prompt_password(prompt: str, confirm: bool) -> str:
+    password = getpass.getpass(prompt)
+    if confirm and getpass.getpass("repeat password: ") != password:
+        raise UsageError("the passwords do not match")
+    return password
 
 
 class _LazyPassword:

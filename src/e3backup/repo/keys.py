@@ -207,6 +207,16 @@ def change_password(backend: Backend, repo_id: str, old_password: str, new_passw
     return new_key
 
 
+def kdf_summary(data: bytes) -> dict[str, Any]:
+    """What a key file records about its key derivation (name and cost; not the salt)."""
+    try:
+        kdf: dict[str, Any] = dict(json.loads(data)["kdf"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FormatError(f"damaged key file: {exc}") from exc
+    kdf.pop("salt", None)
+    return kdf
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
