@@ -154,3 +154,11 @@ def test_repo_key_passwd_refusals(tmp_path: Path) -> None:
         cli.run("repo", "key", "passwd", "--new-password-file", same), "same as the old"
     )
     assert_one_line_error(cli.run("repo", "key", "passwd"), "--new-password-file")
+
+
+def test_snapshots_table_prints_tags_with_brackets(cli: Cli, tmp_path: Path) -> None:
+    image = tmp_path / "disk[1].img"
+    write_random(image, 1 * MiB, seed=4)
+    cli.backup(image, "--tag", "[nightly]")
+    table = cli.ok("snapshots").stdout
+    assert "[nightly]" in table and "disk[1].img" in table, table

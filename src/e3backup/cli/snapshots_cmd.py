@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from e3backup.cli.backup_cmd import snapshot_summary
@@ -27,6 +28,7 @@ def snapshots(
     table = Table("id", "time", "source", "type", "disks", "tags")
     for s in found:
         disks = ", ".join(f"{d.name} ({format_bytes(d.size_bytes)})" for d in s.disks)
-        table.add_row(s.id[:12], s.time[:19], s.source_name, s.backup_type, disks, ",".join(s.tags))
+        cells = (s.id[:12], s.time[:19], s.source_name, s.backup_type, disks, ",".join(s.tags))
+        table.add_row(*(escape(cell) for cell in cells))  # names and tags are text, not markup
     console.print(table)
     console.print(f"{len(found)} snapshot(s)")
