@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Callable
 
 import pytest
@@ -181,7 +180,7 @@ def test_default_calibration_lands_in_range(
 ) -> None:
     """The one test that pays for real parameters: what `repo init` gets on this machine.
 
-    CPU time of the calling thread, which other processes on a busy host do not inflate much.
+    Their cost in seconds is measured by bench/kdf_bench.py, not asserted here.
     """
     monkeypatch.delenv(keys.FAST_KDF_ENV, raising=False)
     keys._calibrated.cache_clear()
@@ -193,10 +192,7 @@ def test_default_calibration_lands_in_range(
     kdf = json.loads(data)["kdf"]
     assert (kdf["time_cost"], kdf["memory_kib"]) == (params.time_cost, params.memory_kib)
     assert formats.ARGON2_BASE_MEMORY_KIB <= params.memory_kib <= formats.ARGON2_MAX_MEMORY_KIB
-    start = time.thread_time()
     assert unwrap(data, "pw", REPO_ID) == master
-    cpu_s = time.thread_time() - start
-    assert 0.35 <= cpu_s <= 1.5, (params, cpu_s)  # target 0.75 s; wide for a shared host
 
 
 def test_test_suite_uses_cheap_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
