@@ -1,11 +1,11 @@
 """Backing up running VMs: one snapshot per VM (every disk + VM configuration + consistency +
 change-tracking tokens), Full or Incremental per disk, continuing past failed VMs.
 
-Order per VM (DESIGN §5): verify the parent → provider takes the point-in-time view (freeze
-only around it) → per disk choose the read plan and stream it through `DiskBackup` → re-read a
-random sample of "unchanged" chunks → write the snapshot → only then commit the provider's
-tokens → cleanup (always). Progress is one tracker over every disk of every VM, sized by a
-pre-scan, so it runs 0-100 % once for the whole job.
+Order per VM (DESIGN §5): register the write session → verify the parent → provider takes the
+point-in-time view (freeze only around it) → per disk choose the read plan and stream it
+through `DiskBackup` → re-read a random sample of "unchanged" chunks → write the snapshot →
+only then commit the provider's tokens → cleanup (always). Progress is one tracker over every
+disk of every VM, sized by a pre-scan, so it runs 0-100 % once for the whole job.
 """
 
 from __future__ import annotations
@@ -150,6 +150,16 @@ class VmBackupJob:
         return result
 
     def _run_vm(self, vm: VmInfo, result: VmResult) -> None:
+        # Registered before anything the backup builds on is read (the parent, the index it is
+        # verified and deduplicated against): repo/gc.py, the safety rule, holds per session.
+        session = WriteSession(self.repo)
+        try:
+            self._run_session(vm, result, session)
+        except BaseException:
+            session.abort()
+            raise
+
+    def _run_session(self, vm: VmInfo, result: VmResult, session: WriteSession) -> None:
         source_id = vm_source_id(self.provider.name, vm.id)
         parent = self.repo.latest_for_source(source_id)
         parent_reason = verify_parent(self.repo, parent) if parent else ""
@@ -160,14 +170,9 @@ class VmBackupJob:
         view = self.provider.prepare(vm, self.options.consistency, tokens)
         try:
             self._report_view(vm, view, result)
-            session = WriteSession(self.repo)
-            try:
-                records = self._backup_disks(vm, view, parent, parent_reason, result, session)
-                snapshot = self._snapshot(vm, view, source_id, parent, records, result)
-                session.commit(snapshot)
-            except BaseException:
-                session.abort()
-                raise
+            records = self._backup_disks(vm, view, parent, parent_reason, result, session)
+            snapshot = self._snapshot(vm, view, source_id, parent, records, result)
+            session.commit(snapshot)
             result.snapshot_id = snapshot.id
             try:  # the snapshot is durable: now the tokens may advance
                 view.commit()

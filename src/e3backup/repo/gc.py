@@ -22,7 +22,13 @@ snapshots, index, packs.
 Why a backup W cannot commit a snapshot that references deleted data:
 - W registers its session before it loads the index and heartbeats while it runs, so W's view
   of the index is younger than its session. If W may use a chunk x unindexed at T, W's session
-  started before T, and while W is live step 2 (a) keeps x's pack.
+  started before T, and while W is live step 2 (a) keeps x's pack. This holds per session, not
+  per process: a repository object that outlives a session (a VM job, an agent) brings its
+  index up to date when the next session has registered (`Repository.refresh_index`: it adds
+  new index objects and rebuilds from the current ones if one it held is gone), and the
+  parent is chosen and verified after registering too. A session's new chunks become dedup
+  targets for others only once their index object is stored; an aborted session's unindexed
+  uploads never do.
 - x may leave the index while W runs: because W deduplicated against it, or because W indexed it
   itself and prune listed the snapshots before W's manifest existed. Both sides write, then
   look (Dekker-style): W writes its manifest, *then* checks whether an index object it loaded or

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,11 +22,37 @@ from e3backup.repo import formats, keys
 from e3backup.repo.blob import BlobCodec
 from e3backup.repo.chunk_index import ChunkIndex, ChunkLocation
 from e3backup.repo.config import DEFAULT_CHUNK_SIZE, RepoConfig
+from e3backup.repo.damaged_blobs import read_damaged
 from e3backup.repo.index_file import decode_index
 from e3backup.repo.manifest import DiskRecord, Snapshot
 from e3backup.storage.backend import Backend
 
 log = logging.getLogger(__name__)
+
+
+class IndexView:
+    """A chunk index and the index objects it holds (a set that grows as sessions publish).
+    Entries of `damaged` (chunk id, pack id) pairs were left out when the objects were read."""
+
+    def __init__(self, damaged: set[tuple[bytes, bytes]]) -> None:
+        self.index = ChunkIndex()
+        self.damaged = frozenset(damaged)
+        self._damaged_packs = dict(damaged)
+        self._keys: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def keys(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._keys)
+
+    def add(self, key: str, entries: list[tuple[bytes, ChunkLocation]]) -> None:
+        with self._lock:  # the key first: a reader of `keys` may rely on more, never on less
+            self._keys.add(key)
+        self.index.add_many(entries)
+
+    def damaged_pack(self, chunk_id: bytes) -> bytes | None:
+        return self._damaged_packs.get(chunk_id)
 
 
 class Repository:
@@ -35,9 +62,8 @@ class Repository:
         self.backend = backend
         self.config = config
         self.codec = BlobCodec(master, config.compression_level)
-        self._index: ChunkIndex | None = None
-        self.loaded_index_keys: frozenset[str] = frozenset()  # what `index` was built from
-        self._damaged: dict[bytes, bytes] = {}  # chunk id -> pack id of a left-out damaged blob
+        self._view: IndexView | None = None
+        self._view_lock = threading.RLock()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -103,47 +129,90 @@ class Repository:
 
     @property
     def index(self) -> ChunkIndex:
-        if self._index is None:
-            self._index = self._load_index()
-        return self._index
+        """The chunk index for reading (loaded on first use). Writers dedup against the view
+        `refresh_index` gives them instead."""
+        return self._current_view().index
+
+    @property
+    def loaded_index_keys(self) -> frozenset[str]:
+        """The index objects the current view holds (empty before the index is loaded)."""
+        view = self._view
+        return view.keys if view is not None else frozenset()
 
     def drop_cached_index(self) -> None:
         """Forget the loaded index; the next use loads it again (after check recorded damage)."""
-        self._index = None
+        with self._view_lock:
+            self._view = None
 
-    def _load_index(self) -> ChunkIndex:
-        """Every index object; one that a concurrent prune deleted while we read was superseded
-        by objects written before the delete, so list again and read the new ones. Entries of
-        blobs a check recorded as damaged are left out, so dedup stores a fresh copy (see
-        repo/verification.py)."""
-        from e3backup.repo.verification import load_damaged_blobs  # imports this module
+    def refresh_index(self) -> IndexView:
+        """The index a write session dedups against, brought up to date *after* the session
+        registered (repo/gc.py, the safety rule): index objects written since the view was
+        loaded are added; if an object the view holds is gone (a prune superseded it) or the
+        damaged-blob records changed, the view is rebuilt from the current objects. A session
+        keeps the view it got, even if a later session's refresh replaces the repository's."""
+        with self._view_lock:
+            damaged = self.damaged_blobs()
+            view, listed = self._view, self._list_index()
+            if view is None or view.damaged != damaged or not view.keys <= listed:
+                if view is not None:
+                    log.info("the index changed since it was loaded (prune, check): reloading")
+                view = self._view = IndexView(damaged)
+            self._load_objects(view, listed)
+            return view
 
-        damaged = load_damaged_blobs(self)
-        self._damaged = dict(damaged)
-        index = ChunkIndex()
-        loaded: set[str] = set()
-        attempted: set[str] = set()
+    def publish_index_object(
+        self, key: str, entries: list[tuple[bytes, ChunkLocation]], view: IndexView
+    ) -> None:
+        """Entries of an index object a session has just stored durably: from now on they are
+        dedup targets for every session of this process."""
+        view.add(key, entries)
+        current = self._view
+        if current is not None and current is not view:
+            current.add(key, entries)
+
+    def damaged_blobs(self) -> set[tuple[bytes, bytes]]:
+        """(chunk id, pack id) pairs a check recorded as damaged (kept out of the index)."""
+        return read_damaged(self.backend, self.codec)[1]
+
+    def read_index_view(self, damaged: set[tuple[bytes, bytes]] | None = None) -> IndexView:
+        """Every current index object, read now (without `damaged`, damage is not filtered)."""
+        view = IndexView(damaged or set())
+        self._load_objects(view, self._list_index())
+        return view
+
+    def _current_view(self) -> IndexView:
+        with self._view_lock:
+            if self._view is None:
+                self._view = self.read_index_view(self.damaged_blobs())
+            return self._view
+
+    def _list_index(self) -> set[str]:
+        return {info.key for info in self.backend.list(formats.INDEX_PREFIX)}
+
+    def _load_objects(self, view: IndexView, listed: set[str]) -> None:
+        """Add the listed objects the view lacks. One that a concurrent prune deleted while we
+        read was superseded by objects written before the delete, so list again and read the
+        new ones. Entries of blobs a check recorded as damaged are left out, so dedup stores a
+        fresh copy (see repo/verification.py)."""
+        attempted = set(view.keys)
         workers = self.backend.properties().parallelism
-        while True:
-            names = [i.key for i in self.backend.list(formats.INDEX_PREFIX)]
-            names = [key for key in names if key not in attempted]
-            if not names:
-                break
+        while names := sorted(listed - attempted):
             attempted.update(names)
+            complete = True
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 for key, entries in zip(
                     names, pool.map(self._read_index_if_present, names), strict=True
                 ):
-                    if entries is not None:
-                        if damaged:
-                            entries = [e for e in entries if (e[0], e[1].pack_id) not in damaged]
-                        index.add_many(entries)
-                        loaded.add(key)
-            if len(loaded) == len(attempted):
+                    if entries is None:
+                        complete = False
+                        continue
+                    if view.damaged:
+                        entries = [e for e in entries if (e[0], e[1].pack_id) not in view.damaged]
+                    view.add(key, entries)
+            if complete:
                 break
-        self.loaded_index_keys = frozenset(loaded)
-        log.debug("loaded %d index objects, %d chunks", len(loaded), len(index))
-        return index
+            listed = self._list_index()
+        log.debug("index: %d objects, %d chunks", len(view.keys), len(view.index))
 
     def _read_index_if_present(self, key: str) -> list[tuple[bytes, ChunkLocation]] | None:
         try:
@@ -161,12 +230,14 @@ class Repository:
     # --- reading chunks -------------------------------------------------------------------------
 
     def locate(self, chunk_id: bytes) -> ChunkLocation:
-        loc = self.index.get(chunk_id)
+        view = self._current_view()
+        loc = view.index.get(chunk_id)
         if loc is None:
-            if chunk_id in self._damaged:
+            damaged_pack = view.damaged_pack(chunk_id)
+            if damaged_pack is not None:
                 raise IntegrityError(
                     f"chunk {chunk_id.hex()[:16]} is damaged (check found it corrupt in pack "
-                    f"{self._damaged[chunk_id].hex()[:16]}; a new backup stores it again)"
+                    f"{damaged_pack.hex()[:16]}; a new backup stores it again)"
                 )
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is referenced but not in the index")
         return loc

@@ -1,17 +1,24 @@
 """Write sessions: the only way data enters a repository.
 
 Order of durability, which is what keeps a killed backup harmless:
-  1. `sessions/<id>` is written (so a concurrent prune knows a writer is active);
+  1. `sessions/<id>` is written (so a concurrent prune knows a writer is active); only then is
+     the index the session dedups against brought up to date (`Repository.refresh_index`), so
+     a repository object used by several sessions in a row never lends a session index state
+     from before it registered;
   2. packs are uploaded; only after a pack is stored is it recorded in an index object;
   3. the snapshot manifest is written after every index object it depends on;
   4. the session object is removed.
+A session's own new chunks are dedup targets only for itself (reserved) until their index object
+is stored; then they are published into the repository's index. An aborted session publishes
+nothing it had not indexed yet: its unindexed packs are garbage for prune, never reused.
 While it runs, a session rewrites its object every `heartbeat_s` (`$E3BACKUP_HEARTBEAT_S`, default
 60 s): prune (repo/gc.py) keeps data a running backup may use for as long as it heartbeats. At
 commit, a session whose object was removed by prune (it looked dead) refuses to write the
 snapshot, and if prune rewrote the index since the session loaded it, every chunk the snapshot
 references is checked against the current index and re-indexed when needed.
 A crash at any point leaves complete objects only: packs nobody indexes (garbage for prune) or
-indexed chunks no snapshot references yet (reused by the next backup).
+indexed chunks no snapshot references yet (reused by a later session that loads them after it
+registered).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -29,7 +37,7 @@ import blake3
 from e3backup.core.errors import E3Error, IntegrityError, ObjectNotFound, StorageError
 from e3backup.core.ids import new_id
 from e3backup.repo import formats
-from e3backup.repo.chunk_index import ChunkIndex, ChunkLocation
+from e3backup.repo.chunk_index import ChunkLocation
 from e3backup.repo.index_file import encode_index
 from e3backup.repo.manifest import Snapshot
 from e3backup.repo.pack import PackBuilder, PackEntry
@@ -64,7 +72,7 @@ class WriteSession:
         # Sealed packs held in memory at once: bounds RSS whatever the upload parallelism.
         self._slots = threading.BoundedSemaphore(min(parallelism, MAX_PACKS_IN_MEMORY))
         self._lock = threading.Lock()
-        self._reserved: set[bytes] = set()
+        self._reserved: set[bytes] = set()  # stored or being stored here, not yet published
         self._builder = PackBuilder()
         self._pending: list[Future[list[tuple[bytes, ChunkLocation]]]] = []
         self._unindexed: list[tuple[bytes, ChunkLocation]] = []
@@ -77,6 +85,7 @@ class WriteSession:
         self.expired = False
         self._index_keys: set[str] = set()  # index objects this session wrote
         self._write_session_object()
+        self._view = repo.refresh_index()  # after registering: see repo/gc.py, the safety rule
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True)
         self._heartbeat.start()
 
@@ -95,7 +104,7 @@ class WriteSession:
         already (or being stored by this session)."""
         self._raise_upload_error()
         with self._lock:
-            if chunk_id in self._reserved or chunk_id in self.repo.index:
+            if chunk_id in self._reserved or chunk_id in self._view.index:
                 return False
             self._reserved.add(chunk_id)
             return True
@@ -132,7 +141,7 @@ class WriteSession:
             self._slots.release()
 
     def _collect(self, block: bool) -> None:
-        """Move finished uploads into the index; write an index object every few packs."""
+        """Queue finished uploads for the index; write an index object every few packs."""
         with self._lock:
             pending = self._pending
             done = [f for f in pending if block or f.done()]
@@ -143,9 +152,7 @@ class WriteSession:
             except BaseException as exc:
                 self._error = self._error or exc
                 continue
-            self.repo.index.add_many(entries)
             with self._lock:
-                self._reserved.difference_update(cid for cid, _ in entries)
                 self._unindexed.extend(entries)
                 self._unindexed_packs += 1
         if self._unindexed_packs >= INDEX_FLUSH_PACKS or (block and self._unindexed):
@@ -166,8 +173,12 @@ class WriteSession:
         payload = encode_index(entries)
         key = formats.INDEX_PREFIX + blake3.blake3(payload).hexdigest()
         self.repo.backend.put(key, self.repo.codec.encode(payload, key.encode()))
+        # Durable now: dedup targets for every session (published before un-reserving, so a
+        # concurrent `reserve` always finds the chunk in one of the two).
+        self.repo.publish_index_object(key, entries, self._view)
         with self._lock:
             self._index_keys.add(key)
+            self._reserved.difference_update(cid for cid, _ in entries)
         self._beat()  # doubles as the heartbeat
 
     def flush(self) -> None:
@@ -196,24 +207,24 @@ class WriteSession:
         self.close()
 
     def abort(self) -> None:
-        """Stop: index what was uploaded (reusable by the next backup), drop the session."""
+        """Stop: queued uploads are dropped, running ones finish, and nothing that was not
+        indexed yet is indexed or published (packs nobody indexes are garbage for prune)."""
         if self._closed:
             return
         with self._lock:
             self._builder = PackBuilder()
-        try:
-            self._collect(block=True)
-        except E3Error as exc:
-            # Usually the very error that made the caller abort: it reaches the user anyway.
-            log.debug("while aborting the write session: %s", exc)
-        self.close()
+            self._unindexed, self._reserved = [], set()
+        self._close(cancel_uploads=True)
 
     def close(self) -> None:
+        self._close(cancel_uploads=False)
+
+    def _close(self, cancel_uploads: bool) -> None:
         if self._closed:
             return
         self._closed = True
         self._stop_heartbeat.set()
-        self._uploads.shutdown(wait=True)
+        self._uploads.shutdown(wait=True, cancel_futures=cancel_uploads)
         self.repo.backend.delete(self._session_key)
 
     @property
@@ -268,22 +279,14 @@ class WriteSession:
         are kept while this session is live)."""
         # Prune may have unindexed what this session loaded *or* what it wrote itself (indexed
         # chunks that no snapshot referenced yet look like garbage).
-        relied_on = self.repo.loaded_index_keys | self._index_keys
-        current = {info.key for info in self.repo.backend.list(formats.INDEX_PREFIX)}
-        if relied_on <= current:
+        relied_on = self._view.keys | self._index_keys
+        fresh = self.repo.read_index_view()
+        if relied_on <= fresh.keys:
             return
-        fresh = ChunkIndex()
-        for key in current:
-            try:
-                fresh.add_many(self.repo.read_index_object(key))
-            except ObjectNotFound:
-                continue  # superseded meanwhile; its survivors are in a newer object
         missing: dict[bytes, ChunkLocation] = {}
-        for disk in snapshot.disks:
-            ids = [bytes.fromhex(p) for p in disk.pages]
-            for chunk_id in [*ids, *self.repo.disk_chunk_ids(disk)]:
-                if chunk_id != formats.ZERO_ID and chunk_id not in fresh:
-                    missing[chunk_id] = self.repo.locate(chunk_id)
+        for chunk_id in self._referenced(snapshot):
+            if chunk_id != formats.ZERO_ID and chunk_id not in fresh.index:
+                missing[chunk_id] = self._locate(chunk_id)
         for pack_id in {loc.pack_id for loc in missing.values()}:
             try:
                 self.repo.backend.stat(formats.pack_key(pack_id))
@@ -297,6 +300,24 @@ class WriteSession:
             with self._lock:
                 self._unindexed.extend(missing.items())
             self._write_index()
+
+    def _locate(self, chunk_id: bytes) -> ChunkLocation:
+        loc = self._view.index.get(chunk_id)
+        if loc is None:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is referenced but not in the index")
+        return loc
+
+    def _referenced(self, snapshot: Snapshot) -> Iterator[bytes]:
+        """Every page and chunk id of the snapshot, located through this session's view."""
+        for disk in snapshot.disks:
+            for page_hex in disk.pages:
+                page_id = bytes.fromhex(page_hex)
+                yield page_id
+                loc = self._locate(page_id)
+                blob = self.repo.read_pack_range(loc.pack_id, loc.offset, loc.length)
+                page = self.repo.decode_chunk(blob, page_id, loc)
+                for pos in range(0, len(page), formats.ID_BYTES):
+                    yield page[pos : pos + formats.ID_BYTES]
 
 
 def _location(pack_id: bytes, entry: PackEntry) -> ChunkLocation:

@@ -35,7 +35,8 @@ from datetime import UTC, datetime
 import blake3
 
 from e3backup.core.errors import E3Error, ObjectNotFound
-from e3backup.repo import formats
+from e3backup.repo import damaged_blobs, formats
+from e3backup.repo.damaged_blobs import Blob, read_damaged
 from e3backup.repo.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,7 @@ STATUS_OK = "ok"
 STATUS_DAMAGED = "damaged"
 SCOPE_FULL_DATA = "read-data"
 MAX_PROBLEMS_KEPT = 20
-DAMAGED_PREFIX = formats.VERIFY_PREFIX + "damaged-"  # + blake3 of the content
-
-Blob = tuple[bytes, bytes]  # (chunk id, pack id)
+DAMAGED_PREFIX = damaged_blobs.DAMAGED_PREFIX  # the records are read in repo/damaged_blobs.py
 
 
 @dataclass(frozen=True)
@@ -138,27 +137,12 @@ def forget_record(repo: Repository, snapshot_id: str) -> None:
 
 
 def _read_damaged(repo: Repository) -> tuple[list[str], set[Blob]]:
-    keys: list[str] = []
-    blobs: set[Blob] = set()
-    for info in repo.backend.list(DAMAGED_PREFIX):
-        try:
-            data = repo.codec.decode(repo.backend.get(info.key), info.key.encode())
-            doc = json.loads(data)
-            found = {(bytes.fromhex(c), bytes.fromhex(p)) for c, p in doc["blobs"]}
-        except ObjectNotFound:  # replaced by a concurrent check
-            continue
-        except (E3Error, ValueError, KeyError, TypeError) as exc:
-            log.warning("damaged-blob record %s is unreadable: %s", info.key, exc)
-            keys.append(info.key)
-            continue
-        keys.append(info.key)
-        blobs |= found
-    return keys, blobs
+    return read_damaged(repo.backend, repo.codec)
 
 
 def load_damaged_blobs(repo: Repository) -> set[Blob]:
     """The (chunk id, pack id) pairs a check found damaged and no later check found intact."""
-    return _read_damaged(repo)[1]
+    return repo.damaged_blobs()
 
 
 def _write_damaged(repo: Repository, old_keys: list[str], blobs: set[Blob]) -> None:

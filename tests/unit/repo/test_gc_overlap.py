@@ -2,7 +2,9 @@
 
 One test per row of the overlap table in `e3backup.repo.gc`, plus the basic behaviour of each
 step. Interleavings are driven step by step (a write session held open across a prune); "later"
-is a prune whose clock runs ahead.
+is a prune whose clock runs ahead. Backups and sessions use ONE long-lived repository object, as
+a VM job or an agent does (a fresh object per backup hid issue 8's blocker 2); prune, check and
+restore get their own (`fresh`: another process).
 """
 
 from __future__ import annotations
@@ -10,11 +12,16 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from e3backup.core.errors import SourceError
+from e3backup.engines import vm_result as ev
 from e3backup.engines.image_backup import backup_image, restore_disk
+from e3backup.engines.vm_backup import VmBackupJob, VmBackupOptions
+from e3backup.engines.vm_result import VmEvent
 from e3backup.repo import formats
 from e3backup.repo.check import check_repository
 from e3backup.repo.gc import PruneOptions, PruneReport, prune
@@ -22,6 +29,7 @@ from e3backup.repo.manifest import DiskRecord, Snapshot
 from e3backup.repo.repository import Repository
 from e3backup.repo.session import WriteSession
 from e3backup.repo.tombstones import forget_snapshot, read_tombstones
+from e3backup.sources.hypervisors.base import ConsistencyLevel, DiskView, VmDisk, VmInfo
 from e3backup.sources.image import RawImageReader
 from e3backup.storage.backend import Backend
 
@@ -60,7 +68,7 @@ def image(tmp_path: Path, name: str, seed: int, chunks: int = 12) -> Path:
 
 def backup(repo: Repository, path: Path) -> Snapshot:
     with RawImageReader.open(path) as reader:
-        return backup_image(fresh(repo), path, reader)
+        return backup_image(repo, path, reader)
 
 
 def restores(repo: Repository, snapshot: Snapshot, original: bytes, tmp_path: Path) -> bool:
@@ -117,11 +125,11 @@ def test_forget_then_prune_frees_space_after_grace(repo: Repository, tmp_path: P
 
 
 def test_repack_keeps_live_blobs_of_mostly_garbage_packs(repo: Repository, tmp_path: Path) -> None:
-    session = WriteSession(fresh(repo))
+    session = WriteSession(repo)
     shared = [os.urandom(CHUNK)]
     garbage = [os.urandom(CHUNK) for _ in range(5)]
     keep = write_snapshot(session, shared)  # one pack: shared chunk + page
-    session = WriteSession(fresh(repo))
+    session = WriteSession(repo)
     gone = write_snapshot(session, shared + garbage, "e")
     forget_snapshot(repo, gone, lambda: time.time() - 2 * GRACE)
     assert prune(repo, later()).packs_unindexed >= 1
@@ -134,9 +142,9 @@ def test_repack_keeps_live_blobs_of_mostly_garbage_packs(repo: Repository, tmp_p
 
 def test_mixed_pack_is_repacked(repo: Repository) -> None:
     live, dead = os.urandom(CHUNK), [os.urandom(CHUNK) for _ in range(6)]
-    session = WriteSession(fresh(repo), pack_target_bytes=64 * 1024 * 1024)  # one pack for all
+    session = WriteSession(repo, pack_target_bytes=64 * 1024 * 1024)  # one pack for all
     snap_dead = write_snapshot(session, [live, *dead], "x")
-    session = WriteSession(fresh(repo))
+    session = WriteSession(repo)
     snap_live = write_snapshot(session, [live], "y")  # dedups: its data chunk is in the big pack
     forget_snapshot(repo, snap_dead, lambda: time.time() - 2 * GRACE)
     report = prune(repo, later())
@@ -162,7 +170,7 @@ def test_dry_run_changes_nothing(repo: Repository, tmp_path: Path) -> None:
 def test_row_backup_backup(repo: Repository) -> None:
     """Two sessions store the same chunks concurrently; both snapshots are whole."""
     data = [os.urandom(CHUNK) for _ in range(4)]
-    s1, s2 = WriteSession(fresh(repo)), WriteSession(fresh(repo))
+    s1, s2 = WriteSession(repo), WriteSession(fresh(repo))  # one process and another
     snaps = [write_snapshot(s1, data, "a"), write_snapshot(s2, data, "b")]
     prune(repo, later())
     prune(repo, later(2 * GRACE + 2))
@@ -203,7 +211,7 @@ def test_row_backup_prune_unindexed_pack_of_running_backup(
 ) -> None:
     """A pack uploaded but not yet indexed looks like garbage; the live session protects it."""
     monkeypatch.setenv("E3BACKUP_HEARTBEAT_S", "0.05")
-    session = WriteSession(fresh(repo), pack_target_bytes=CHUNK)
+    session = WriteSession(repo, pack_target_bytes=CHUNK)
     data = [os.urandom(CHUNK) for _ in range(3)]
     for chunk in data:
         session.store(formats.BLOB_DATA, chunk, repo.codec.chunk_id(chunk))
@@ -225,9 +233,9 @@ def test_row_backup_prune_dedup_race(repo: Repository, monkeypatch: pytest.Monke
     """The classic race: a backup deduplicates against a chunk prune unindexes meanwhile."""
     monkeypatch.setenv("E3BACKUP_HEARTBEAT_S", "0.05")
     chunk = os.urandom(CHUNK)
-    old = write_snapshot(WriteSession(fresh(repo)), [chunk], "old")
+    old = write_snapshot(WriteSession(repo), [chunk], "old")
     forget_snapshot(repo, old, lambda: time.time() - 10)
-    session = WriteSession(fresh(repo))
+    session = WriteSession(repo)
     assert not session.reserve(repo.codec.chunk_id(chunk))  # the index says: stored already
     first = prune(repo, PruneOptions(grace_s=SHORT))  # the chunk's pack leaves the index
     assert first.packs_unindexed >= 1
@@ -244,9 +252,9 @@ def test_row_backup_prune_dedup_race(repo: Repository, monkeypatch: pytest.Monke
 def test_row_backup_prune_grace_zero_loses_data(repo: Repository) -> None:
     """Without a grace period, a running backup's session counts as dead and its data goes."""
     chunk = os.urandom(CHUNK)
-    old = write_snapshot(WriteSession(fresh(repo)), [chunk], "old")
+    old = write_snapshot(WriteSession(repo), [chunk], "old")
     forget_snapshot(repo, old, time.time)
-    session = WriteSession(fresh(repo))
+    session = WriteSession(repo)
     assert not session.reserve(repo.codec.chunk_id(chunk))
     zero = PruneOptions(grace_s=0)
     prune(repo, zero)
@@ -310,3 +318,158 @@ def test_row_restore_prune(repo: Repository, tmp_path: Path) -> None:
     restore_disk(reader, snap, None, target)  # the forgotten snapshot, from the stale index
     assert target.read_bytes() == path.read_bytes()
     assert restores(repo, snap_other, other.read_bytes(), tmp_path)
+
+
+# --- one long-lived repository object, several sessions in a row (issue 8, blocker 2) -----------
+
+
+class _FailingReader(RawImageReader):
+    """A raw image whose reads fail from `fail_at` on (a source that breaks mid-disk)."""
+
+    fail_at = 1 << 62
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset >= self.fail_at:
+            raise SourceError(f"{self.path}: read error at {offset} (injected)")
+        return super().read(offset, length)
+
+
+@dataclass
+class _FilesView:
+    readers: list[DiskView]
+    consistency: ConsistencyLevel = ConsistencyLevel.CRASH
+    warnings: list[str] = field(default_factory=list)
+    warning_code: str | None = None
+    checkpoint_id: str = ""
+
+    def disks(self) -> list[DiskView]:
+        return self.readers
+
+    def commit(self) -> None:
+        pass
+
+    def cleanup(self) -> None:
+        for view in self.readers:
+            view.reader.close()
+
+
+class _FilesProvider:
+    """A stand-in hypervisor whose VMs are raw image files: the VM engine, the sessions and the
+    repository under test are the real ones, only the hypervisor is not."""
+
+    name = "files"
+
+    def __init__(self, disks: dict[str, Path], fail_at: dict[str, int]) -> None:
+        self.disks, self.fail_at = disks, fail_at
+
+    def list_vms(self) -> list[VmInfo]:
+        return [self.get_vm(name) for name in self.disks]
+
+    def get_vm(self, name_or_id: str) -> VmInfo:
+        path = self.disks[name_or_id]
+        disk = VmDisk("vda", str(path), "raw", path.stat().st_size, False)
+        return VmInfo(name_or_id, name_or_id, "running", "pc", (disk,))
+
+    def prepare(
+        self, vm: VmInfo, consistency: ConsistencyLevel, tokens: dict[str, str]
+    ) -> _FilesView:
+        reader = _FailingReader.open(self.disks[vm.name])
+        assert isinstance(reader, _FailingReader)
+        reader.fail_at = self.fail_at.get(vm.name, reader.fail_at)
+        return _FilesView([DiskView(vm.disks[0], reader, None, None, "no change tracking")])
+
+
+def test_clone_vms_with_a_failed_first_and_a_prune_between(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """The issue's scenario: one job, two clone VMs, the first fails mid-disk (after a full pack
+    was uploaded), prune runs (in another process) before the second, the second succeeds: its
+    snapshot must restore and check clean, and prune must keep working."""
+    data = os.urandom(20 * 1024 * 1024)  # more than one 16 MiB pack
+    disks = {name: tmp_path / f"{name}.img" for name in ("vm1", "vm2")}
+    for path in disks.values():
+        path.write_bytes(data)
+    provider = _FilesProvider(disks, {"vm1": 18 * 1024 * 1024})
+
+    def prune_when_vm1_failed(event: VmEvent) -> None:
+        if event.message_id == ev.VM_FAILED:
+            prune(fresh(repo), later())
+            prune(fresh(repo), later(2 * GRACE + 2))
+
+    options = VmBackupOptions(workers=2)
+    job = VmBackupJob(repo, provider, options, events=prune_when_vm1_failed)
+    first, second = job.run(["vm1", "vm2"]).vm_results
+    assert first.status == ev.STATUS_FAILED and second.status == ev.STATUS_SUCCESS
+    snapshot = fresh(repo).load_snapshot(second.snapshot_id or "")
+    assert restores(repo, snapshot, data, tmp_path)
+    assert check_repository(fresh(repo), read_data=True).ok
+    prune(repo, later(4 * GRACE))  # does not stop on "not in the index"
+    assert restores(repo, snapshot, data, tmp_path)
+
+
+def test_a_session_does_not_dedup_against_what_prune_removed_before_it_started(
+    repo: Repository,
+) -> None:
+    """The repository object loaded its index (a reader, a parent check) before a prune removed a
+    forgotten snapshot's data; a session started afterwards on the same object stores it anew."""
+    chunk = os.urandom(CHUNK)
+    old = write_snapshot(WriteSession(repo), [chunk], "old")
+    forget_snapshot(repo, old, lambda: time.time() - 2 * GRACE)
+    assert repo.codec.chunk_id(chunk) in repo.index  # loaded before the prune
+    prune(fresh(repo), later())
+    assert prune(fresh(repo), later(2 * GRACE + 2)).packs_deleted >= 1
+    snap = write_snapshot(WriteSession(repo), [chunk], "new")
+    again = fresh(repo)
+    assert again.read_chunk(repo.codec.chunk_id(chunk)) == chunk
+    assert snap.id in again.snapshot_ids()
+    assert check_repository(again, read_data=True).ok
+    prune(repo, later(4 * GRACE))
+
+
+def test_flushed_chunks_of_an_aborted_session_pruned_before_the_next_session(
+    repo: Repository,
+) -> None:
+    """A session flushed an index object, then failed; prune removes its unreferenced data; the
+    next session on the same repository object must not dedup against it."""
+    chunks = [os.urandom(CHUNK) for _ in range(3)]
+    failed = WriteSession(repo)
+    for data in chunks:
+        failed.store(formats.BLOB_DATA, data, repo.codec.chunk_id(data))
+    failed.flush()  # durably indexed: a dedup target from now on
+    failed.abort()
+    prune(fresh(repo), later())
+    assert prune(fresh(repo), later(2 * GRACE + 2)).packs_deleted >= 1
+    snap = write_snapshot(WriteSession(repo), chunks, "next")
+    again = fresh(repo)
+    assert [again.read_chunk(repo.codec.chunk_id(c)) for c in chunks] == chunks
+    assert snap.id in again.snapshot_ids()
+    assert check_repository(again, read_data=True).ok
+
+
+def test_unindexed_chunks_of_an_aborted_session_are_never_dedup_targets(
+    repo: Repository,
+) -> None:
+    """Uploaded but not yet indexed when the session failed: the next session stores its own."""
+    chunk = os.urandom(CHUNK)
+    chunk_id = repo.codec.chunk_id(chunk)
+    failed = WriteSession(repo, pack_target_bytes=CHUNK)
+    failed.store(formats.BLOB_DATA, chunk, chunk_id)
+    while not pack_keys(repo):  # the pack is stored, its index object not written
+        time.sleep(0.01)
+    failed.abort()
+    session = WriteSession(repo)
+    assert chunk_id not in repo.index
+    assert session.reserve(chunk_id)  # it must store the chunk itself
+    session.abort()
+
+
+def test_a_new_session_sees_index_objects_written_since_the_repository_loaded(
+    repo: Repository,
+) -> None:
+    """Refreshing per session also picks up what other processes indexed meanwhile."""
+    _ = repo.index  # loaded while the repository is empty
+    chunk = os.urandom(CHUNK)
+    write_snapshot(WriteSession(repo), [chunk], "other")
+    session = WriteSession(repo)
+    assert not session.reserve(repo.codec.chunk_id(chunk))  # deduplicated
+    session.abort()
