@@ -10,7 +10,7 @@ import typer
 
 from e3backup.cli.context import CliContext
 from e3backup.cli.output import console, print_json
-from e3backup.cli.prune_cmd import parse_duration, run_prune
+from e3backup.cli.prune_cmd import UnsafeGraceOption, parse_grace, run_prune
 from e3backup.core.errors import UsageError
 from e3backup.repo.gc import PruneOptions
 from e3backup.repo.repository import Repository
@@ -47,11 +47,13 @@ def forget(
     grace: Annotated[
         str, typer.Option("--grace", metavar="DURATION", help="Grace period for --prune.")
     ] = "24h",
+    unsafe_grace: UnsafeGraceOption = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Forget the named snapshots, or those a retention policy does not keep (per source; times
     in UTC). Their data goes with the next prune."""
     cli: CliContext = ctx.obj
+    grace_s = parse_grace(grace, unsafe_grace) if and_prune else 0.0
     policy = RetentionPolicy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
                              keep_yearly)  # fmt: skip
     if snapshot_ids and (not policy.is_empty() or source is not None):
@@ -74,7 +76,7 @@ def forget(
     else:
         _print_rows(rows, dry_run)
     if and_prune:
-        run_prune(repo, PruneOptions(parse_duration(grace), dry_run=dry_run), json_out)
+        run_prune(repo, PruneOptions(grace_s, dry_run=dry_run), json_out)
 
 
 def _named(repo: Repository, refs: list[str]) -> list[Decision]:

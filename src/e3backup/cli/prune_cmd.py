@@ -11,7 +11,13 @@ from e3backup.cli.context import CliContext
 from e3backup.cli.output import console, print_json
 from e3backup.core.errors import UsageError
 from e3backup.core.units import format_bytes
-from e3backup.repo.gc import DEFAULT_REPACK_RATIO, PruneOptions, PruneReport, prune
+from e3backup.repo.gc import (
+    DEFAULT_REPACK_RATIO,
+    PruneOptions,
+    PruneReport,
+    check_grace,
+    prune,
+)
 from e3backup.repo.repository import Repository
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -29,6 +35,23 @@ def parse_duration(text: str) -> float:
     if value < 0:
         raise UsageError("a duration cannot be negative")
     return value
+
+
+def parse_grace(text: str, unsafe: bool = False) -> float:
+    """A `--grace` value, refused below the safe minimum unless `--unsafe-grace` was given."""
+    seconds = parse_duration(text)
+    check_grace(seconds, unsafe)
+    return seconds
+
+
+UnsafeGraceOption = Annotated[
+    bool,
+    typer.Option(
+        "--unsafe-grace",
+        help="Accept a grace period below the safe minimum (2 session heartbeats + 60s): only "
+        "when nothing else uses the repository.",
+    ),
+]
 
 
 def run_prune(repo: Repository, options: PruneOptions, json_out: bool) -> PruneReport:
@@ -58,9 +81,11 @@ def prune_command(
         typer.Option(
             "--grace",
             help="Grace period: packs leave storage this long after they left the index, and "
-            "a backup without a heartbeat for this long counts as dead (e.g. 24h, 30m).",
+            "a backup without a heartbeat for this long counts as dead (e.g. 24h, 30m; at least "
+            "2 session heartbeats + 60s, 3m by default).",
         ),
     ] = "24h",
+    unsafe_grace: UnsafeGraceOption = False,
     max_repack_ratio: Annotated[
         float,
         typer.Option(
@@ -74,6 +99,7 @@ def prune_command(
 ) -> None:
     """Delete unreferenced data and repack mostly-garbage packs, while backups keep running."""
     cli: CliContext = ctx.obj
+    grace_s = parse_grace(grace, unsafe_grace)
     repo = cli.open_repository()
-    options = PruneOptions(parse_duration(grace), max_repack_ratio, dry_run)
+    options = PruneOptions(grace_s, max_repack_ratio, dry_run)
     run_prune(repo, options, json_out)

@@ -46,8 +46,12 @@ Readers that loaded the index before T (restore, check) find every pack they nee
 Assumptions: hosts' clocks agree to well within G; no process stalls longer than G between a
 heartbeat and its next write (a stalled writer finds its session gone and fails the backup);
 listings are strongly consistent (S3 since 2020, SeaweedFS, local files).
-With G = 0 none of this holds: sessions are stale at once and unindexed packs of running backups
-are deleted (tests/integration/test_gc_concurrency.py shows the loss).
+A grace below `min_safe_grace_s()` (twice the session heartbeat plus the clock-skew allowance)
+breaks this: a live backup's heartbeat can be that old, so prune takes it for dead, removes its
+session object and deletes what it relies on. The CLI refuses such a grace without
+`--unsafe-grace`. With G = 0 every running backup is taken for dead at once: it fails at commit
+("session expired"), and a restore or check that loaded the index before the prune finds packs
+deleted under it (tests/integration/test_gc_concurrency.py, tests/unit/repo/test_gc_overlap.py).
 
 Which operations may overlap
 ----------------------------
@@ -75,13 +79,13 @@ from dataclasses import dataclass, field
 
 import blake3
 
-from e3backup.core.errors import ObjectNotFound, SnapshotNotFound
+from e3backup.core.errors import ObjectNotFound, SnapshotNotFound, UsageError
 from e3backup.repo import formats, verification
 from e3backup.repo.chunk_index import ChunkIndex
 from e3backup.repo.gc_plan import Entry, PrunePlan, plan_prune
 from e3backup.repo.index_file import encode_index
 from e3backup.repo.repository import Repository
-from e3backup.repo.session import WriteSession
+from e3backup.repo.session import HEARTBEAT_ENV, WriteSession, heartbeat_interval_s
 from e3backup.repo.tombstones import (
     PacksTombstone,
     SessionRecord,
@@ -94,6 +98,32 @@ DEFAULT_GRACE_S = 24 * 3600.0
 DEFAULT_REPACK_RATIO = 0.5
 MAX_CLOCK_SKEW_S = 60.0
 INDEX_ENTRIES_PER_OBJECT = 65536
+
+
+def min_safe_grace_s() -> float:
+    """The smallest grace period that never takes a heartbeating backup for dead."""
+    return 2 * heartbeat_interval_s() + MAX_CLOCK_SKEW_S
+
+
+def check_grace(grace_s: float, unsafe: bool = False) -> None:
+    """Refuse a grace period below the safe minimum unless the caller insists."""
+    minimum = min_safe_grace_s()
+    if grace_s >= minimum or unsafe:
+        return
+    raise UsageError(
+        f"a grace period of {format_duration(grace_s)} is below the safe minimum of "
+        f"{format_duration(minimum)}: running backups refresh their session every "
+        f"{format_duration(heartbeat_interval_s())} ({HEARTBEAT_ENV}), and prune must not take "
+        f"one for dead (minimum: 2 heartbeats + {format_duration(MAX_CLOCK_SKEW_S)} for clock "
+        "skew); pass --unsafe-grace only when no backup, restore or check can be running"
+    )
+
+
+def format_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 @dataclass

@@ -49,10 +49,11 @@ DEFAULT_PACK_BYTES = 16 * 1024 * 1024
 INDEX_FLUSH_PACKS = 32
 MAX_PACKS_IN_MEMORY = 4
 DEFAULT_HEARTBEAT_S = 60.0
+HEARTBEAT_ENV = "E3BACKUP_HEARTBEAT_S"
 
 
 def heartbeat_interval_s() -> float:
-    return float(os.environ.get("E3BACKUP_HEARTBEAT_S") or DEFAULT_HEARTBEAT_S)
+    return float(os.environ.get(HEARTBEAT_ENV) or DEFAULT_HEARTBEAT_S)
 
 
 class WriteSession:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from e3backup.core.errors import SourceError
+from e3backup.core.errors import IntegrityError, SourceError
 from e3backup.engines import vm_result as ev
 from e3backup.engines.image_backup import backup_image, restore_disk
 from e3backup.engines.vm_backup import VmBackupJob, VmBackupOptions
@@ -249,18 +249,28 @@ def test_row_backup_prune_dedup_race(repo: Repository, monkeypatch: pytest.Monke
     assert check_repository(again, read_data=True).ok
 
 
-def test_row_backup_prune_grace_zero_loses_data(repo: Repository) -> None:
-    """Without a grace period, a running backup's session counts as dead and its data goes."""
-    chunk = os.urandom(CHUNK)
-    old = write_snapshot(WriteSession(repo), [chunk], "old")
+def test_row_backup_prune_grace_zero_takes_running_backups_for_dead(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """Without a grace period (`--unsafe-grace`), what happens exactly: a running backup's
+    session counts as dead, so its commit refuses (no snapshot: safe), and a restore that
+    loaded the index before the prune finds its packs deleted (the real loss)."""
+    path = image(tmp_path, "a.img", 1)
+    old = backup(repo, path)
+    reader = fresh(repo)
+    _ = reader.index  # a restore has started
     forget_snapshot(repo, old, time.time)
     session = WriteSession(repo)
-    assert not session.reserve(repo.codec.chunk_id(chunk))
+    chunk = path.read_bytes()[:CHUNK]
+    assert not session.reserve(repo.codec.chunk_id(chunk))  # deduplicated against `old`
     zero = PruneOptions(grace_s=0)
-    prune(repo, zero)
-    prune(repo, zero)
-    with pytest.raises(Exception, match=r"expired|pruned"):
+    assert prune(fresh(repo), zero).stale_sessions_removed == 1  # the live session, for dead
+    assert prune(fresh(repo), zero).packs_deleted >= 1
+    with pytest.raises(IntegrityError, match="the write session expired"):
         write_snapshot(session, [chunk], "new")
+    assert repo.snapshot_ids() == []
+    with pytest.raises(IntegrityError, match="missing"):
+        restore_disk(reader, old, None, tmp_path / "out.img")
 
 
 def test_row_prune_prune(repo: Repository, tmp_path: Path) -> None:
