@@ -1,4 +1,4 @@
-"""`e3backup repo init|info|check`."""
+"""`e3backup repo init|info|check` (and `repo repair ...`, from cli/repair_cmd.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from e3backup.cli import repair_cmd
 from e3backup.cli.context import CliContext
 from e3backup.cli.output import console, print_json
 from e3backup.core.errors import IntegrityError, UsageError
@@ -16,6 +17,7 @@ from e3backup.repo.config import DEFAULT_CHUNK_SIZE, ENCRYPTION_SCHEMES, validat
 from e3backup.repo.repository import Repository
 
 app = typer.Typer(help="Create, describe and verify a repository.", no_args_is_help=True)
+app.add_typer(repair_cmd.app, name="repair")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 

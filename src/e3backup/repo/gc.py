@@ -233,18 +233,22 @@ def _rewrite_index(
                 removed.setdefault(entry[1].pack_id, []).append(entry)
             else:
                 survivors.append(entry)
-    _write_index_objects(repo, survivors)
+    write_index_objects(repo, survivors)
     for key in affected:
         repo.backend.delete(key)
     report.index_objects_rewritten = len(affected)
     return removed
 
 
-def _write_index_objects(repo: Repository, entries: list[Entry]) -> None:
+def write_index_objects(repo: Repository, entries: list[Entry]) -> list[str]:
+    """Store `entries` as index objects of at most INDEX_ENTRIES_PER_OBJECT; returns their keys."""
+    keys = []
     for start in range(0, len(entries), INDEX_ENTRIES_PER_OBJECT):
         payload = encode_index(entries[start : start + INDEX_ENTRIES_PER_OBJECT])
         key = formats.INDEX_PREFIX + blake3.blake3(payload).hexdigest()
         repo.backend.put(key, repo.codec.encode(payload, key.encode()))
+        keys.append(key)
+    return keys
 
 
 def _reindex_for_new_snapshots(
@@ -280,7 +284,7 @@ def _reindex_for_new_snapshots(
                 ids = [page[i : i + formats.ID_BYTES] for i in range(0, len(page), 32)]
                 revive.update(removed_at[c].pack_id for c in [page_id, *ids] if c in removed_at)
     if revive:
-        _write_index_objects(repo, [e for pack_id in revive for e in removed[pack_id]])
+        write_index_objects(repo, [e for pack_id in revive for e in removed[pack_id]])
         plan.unindex -= revive
         report.packs_unindexed = len(plan.unindex)
         report.notes.append(f"{len(revive)} pack(s) kept for snapshots committed during prune")

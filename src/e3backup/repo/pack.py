@@ -57,13 +57,31 @@ class PackBuilder:
 
 def read_trailer(pack: bytes, codec: BlobCodec) -> list[PackEntry]:
     """Parse and verify a whole pack's trailer."""
-    if len(pack) < formats.PACK_FOOTER.size:
+    return read_trailer_from_tail(pack, len(pack), codec)
+
+
+def trailer_tail_length(pack_size: int, footer: bytes) -> int:
+    """How many bytes at the end of a pack hold its trailer and footer, given the footer."""
+    if pack_size < formats.PACK_FOOTER.size or len(footer) != formats.PACK_FOOTER.size:
         raise IntegrityError("pack truncated (no footer)")
-    trailer_len, magic = formats.PACK_FOOTER.unpack_from(pack, len(pack) - formats.PACK_FOOTER.size)
-    trailer_start = len(pack) - formats.PACK_FOOTER.size - trailer_len
-    if magic != formats.PACK_MAGIC or trailer_start < 0:
+    trailer_len, magic = formats.PACK_FOOTER.unpack(footer)
+    if magic != formats.PACK_MAGIC or trailer_len + formats.PACK_FOOTER.size > pack_size:
         raise IntegrityError("pack footer damaged")
-    body = codec.decode(pack[trailer_start : trailer_start + trailer_len], formats.TRAILER_AD)
+    return int(trailer_len) + formats.PACK_FOOTER.size
+
+
+def read_trailer_from_tail(tail: bytes, pack_size: int, codec: BlobCodec) -> list[PackEntry]:
+    """Parse and verify the trailer from the last bytes of a pack (at least trailer + footer),
+    so a pack's contents can be listed without reading its blobs."""
+    footer = (
+        bytes(tail[-formats.PACK_FOOTER.size :]) if len(tail) >= formats.PACK_FOOTER.size else b""
+    )
+    tail_len = trailer_tail_length(pack_size, footer)
+    if len(tail) < tail_len:
+        raise IntegrityError("pack truncated (trailer)")
+    trailer_start = pack_size - tail_len  # in the pack
+    at = len(tail) - tail_len  # in `tail`
+    body = codec.decode(tail[at : len(tail) - formats.PACK_FOOTER.size], formats.TRAILER_AD)
     (count,) = formats.TRAILER_COUNT.unpack_from(body)
     if len(body) != formats.TRAILER_COUNT.size + count * formats.PACK_ENTRY.size:
         raise IntegrityError("pack trailer has the wrong length")

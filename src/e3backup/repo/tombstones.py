@@ -3,7 +3,8 @@
 - `tombstones/<snapshot id>` (kind "snapshot"): written by `forget` *before* it deletes
   `snapshots/<id>`; holds the manifest and the time, so for a grace period the forgotten
   snapshot still protects its data (a backup that chose it as parent, a restore that is reading
-  it) and a crashed forget can be finished.
+  it) and a crashed forget can be finished. `repo repair snapshots --forget` writes one dated
+  at the epoch ("protects": false): a damaged snapshot's data must not stop prune.
 - `tombstones/packs-<id>` (kind "packs"): written by prune when it removes packs from the index;
   the packs themselves are deleted by a later prune, at least one grace period afterwards.
 - `sessions/<id>`: written by write sessions (start, heartbeat); read here.
@@ -63,12 +64,21 @@ def _get_json(repo: Repository, key: str) -> dict[str, object]:
     return doc
 
 
-def forget_snapshot(repo: Repository, snapshot: Snapshot, clock: Callable[[], float]) -> None:
-    """Tombstone first, then delete: a crash in between leaves a tombstone prune finishes."""
+def forget_snapshot(
+    repo: Repository, snapshot: Snapshot, clock: Callable[[], float], protect: bool = True
+) -> None:
+    """Tombstone first, then delete: a crash in between leaves a tombstone prune finishes.
+
+    With `protect=False` (`repo repair snapshots --forget`: the snapshot's data is gone) the
+    tombstone's time is the epoch, so it is no prune root and the next prune can run; the
+    real time is kept as `forgotten_unix`."""
     key = formats.TOMBSTONES_PREFIX + snapshot.id
+    now = clock()
     doc = {
         "kind": "snapshot",
-        "time_unix": clock(),
+        "time_unix": now if protect else 0.0,
+        "forgotten_unix": now,
+        "protects": protect,
         "hostname": hostname(),
         "snapshot": snapshot.to_json().decode(),
     }
