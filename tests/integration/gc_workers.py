@@ -21,6 +21,13 @@ from e3backup.sources.image import RawImageReader
 from e3backup.storage.s3 import S3Backend
 
 CHUNK = 64 * 1024
+READY = "pruner-ready"  # the prune loop has run once
+
+
+def _wait_for(path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def open_repo(s3: dict[str, str]) -> Repository:
@@ -44,6 +51,7 @@ def backup_loop(s3: dict[str, str], work: str, rounds: int, stop_file: str) -> N
     for n, path in enumerate(images):
         path.write_bytes(rng.randbytes(48 * CHUNK) + bytes(16 * CHUNK) * (n + 1))
     log = root / "backups.jsonl"
+    _wait_for(root / READY, 60.0)  # overlap with prune from the first backup, however slow
     for round_no in range(rounds):
         for path in images:
             data = bytearray(path.read_bytes())
@@ -92,4 +100,5 @@ def prune_loop(s3: dict[str, str], work: str, grace_s: float, stop_file: str) ->
             record = {"error": traceback.format_exc()}
         with open(log, "a") as out:
             out.write(json.dumps(record) + "\n")
+        (Path(work) / READY).touch()
         time.sleep(0.3 if grace_s else 0.02)  # grace 0: prune as often as it can

@@ -197,7 +197,7 @@ def _repack(repo: Repository, plan: PrunePlan, report: PruneReport) -> None:
     prune sees a running writer."""
     if not any(plan.repack.values()):
         return
-    session = WriteSession(repo)
+    session = WriteSession(repo, dedup=False)
     try:
         for pack_id, entries in sorted(plan.repack.items()):
             if not entries:

@@ -66,7 +66,7 @@ class SnapshotRepairReport:
 def repair_index(
     repo: Repository, dry_run: bool = False, progress: RepairProgress | None = None
 ) -> IndexRepairReport:
-    session = None if dry_run else WriteSession(repo)
+    session = None if dry_run else WriteSession(repo, dedup=False)
     try:
         report = IndexRepairReport()
         old_keys = [info.key for info in repo.backend.list(formats.INDEX_PREFIX)]
@@ -158,7 +158,7 @@ def repair_snapshots(
     dry_run: bool = False,
     progress: RepairProgress | None = None,
 ) -> SnapshotRepairReport:
-    session = None if dry_run else WriteSession(repo)
+    session = None if dry_run else WriteSession(repo, dedup=False)
     try:
         report = SnapshotRepairReport(dry_run=dry_run)
         snapshots = repo.list_snapshots()

@@ -152,7 +152,7 @@ class Repository:
         keeps the view it got, even if a later session's refresh replaces the repository's."""
         with self._view_lock:
             damaged = self.damaged_blobs()
-            view, listed = self._view, self._list_index()
+            view, listed = self._view, self.index_keys()
             if view is None or view.damaged != damaged or not view.keys <= listed:
                 if view is not None:
                     log.info("the index changed since it was loaded (prune, check): reloading")
@@ -161,11 +161,12 @@ class Repository:
             return view
 
     def publish_index_object(
-        self, key: str, entries: list[tuple[bytes, ChunkLocation]], view: IndexView
+        self, key: str, entries: list[tuple[bytes, ChunkLocation]], view: IndexView | None
     ) -> None:
         """Entries of an index object a session has just stored durably: from now on they are
-        dedup targets for every session of this process."""
-        view.add(key, entries)
+        dedup targets for every session of this process (`view`: the session's own)."""
+        if view is not None:
+            view.add(key, entries)
         current = self._view
         if current is not None and current is not view:
             current.add(key, entries)
@@ -177,7 +178,7 @@ class Repository:
     def read_index_view(self, damaged: set[tuple[bytes, bytes]] | None = None) -> IndexView:
         """Every current index object, read now (without `damaged`, damage is not filtered)."""
         view = IndexView(damaged or set())
-        self._load_objects(view, self._list_index())
+        self._load_objects(view, self.index_keys())
         return view
 
     def _current_view(self) -> IndexView:
@@ -186,7 +187,8 @@ class Repository:
                 self._view = self.read_index_view(self.damaged_blobs())
             return self._view
 
-    def _list_index(self) -> set[str]:
+    def index_keys(self) -> set[str]:
+        """The index objects stored now."""
         return {info.key for info in self.backend.list(formats.INDEX_PREFIX)}
 
     def _load_objects(self, view: IndexView, listed: set[str]) -> None:
@@ -211,7 +213,7 @@ class Repository:
                     view.add(key, entries)
             if complete:
                 break
-            listed = self._list_index()
+            listed = self.index_keys()
         log.debug("index: %d objects, %d chunks", len(view.keys), len(view.index))
 
     def _read_index_if_present(self, key: str) -> list[tuple[bytes, ChunkLocation]] | None:

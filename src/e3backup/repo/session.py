@@ -41,7 +41,7 @@ from e3backup.repo.chunk_index import ChunkLocation
 from e3backup.repo.index_file import encode_index
 from e3backup.repo.manifest import Snapshot
 from e3backup.repo.pack import PackBuilder, PackEntry
-from e3backup.repo.repository import Repository, hostname
+from e3backup.repo.repository import IndexView, Repository, hostname
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,10 @@ class WriteSession:
         repo: Repository,
         pack_target_bytes: int = DEFAULT_PACK_BYTES,
         upload_parallelism: int | None = None,
+        dedup: bool = True,
     ) -> None:
+        """`dedup=False`: a session that only adds blobs it chose itself (prune's repacking,
+        repairs) registers without loading the index."""
         self.repo = repo
         self.id = new_id()
         self.pack_target_bytes = pack_target_bytes
@@ -86,7 +89,8 @@ class WriteSession:
         self.expired = False
         self._index_keys: set[str] = set()  # index objects this session wrote
         self._write_session_object()
-        self._view = repo.refresh_index()  # after registering: see repo/gc.py, the safety rule
+        # After registering: see repo/gc.py, the safety rule.
+        self._view: IndexView | None = repo.refresh_index() if dedup else None
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True)
         self._heartbeat.start()
 
@@ -105,7 +109,7 @@ class WriteSession:
         already (or being stored by this session)."""
         self._raise_upload_error()
         with self._lock:
-            if chunk_id in self._reserved or chunk_id in self._view.index:
+            if chunk_id in self._reserved or chunk_id in self._dedup_view().index:
                 return False
             self._reserved.add(chunk_id)
             return True
@@ -280,10 +284,10 @@ class WriteSession:
         are kept while this session is live)."""
         # Prune may have unindexed what this session loaded *or* what it wrote itself (indexed
         # chunks that no snapshot referenced yet look like garbage).
-        relied_on = self._view.keys | self._index_keys
-        fresh = self.repo.read_index_view()
-        if relied_on <= fresh.keys:
+        relied_on = self._dedup_view().keys | self._index_keys
+        if relied_on <= self.repo.index_keys():
             return
+        fresh = self.repo.read_index_view()
         missing: dict[bytes, ChunkLocation] = {}
         for chunk_id in self._referenced(snapshot):
             if chunk_id != formats.ZERO_ID and chunk_id not in fresh.index:
@@ -302,8 +306,13 @@ class WriteSession:
                 self._unindexed.extend(missing.items())
             self._write_index()
 
+    def _dedup_view(self) -> IndexView:
+        if self._view is None:
+            raise RuntimeError("this write session was opened with dedup=False")
+        return self._view
+
     def _locate(self, chunk_id: bytes) -> ChunkLocation:
-        loc = self._view.index.get(chunk_id)
+        loc = self._dedup_view().index.get(chunk_id)
         if loc is None:
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is referenced but not in the index")
         return loc
