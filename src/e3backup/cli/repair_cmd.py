@@ -42,8 +42,9 @@ def index_command(
 ) -> None:
     """Rebuild the index from the packs' trailers (as restic's `repair index`).
 
-    Writes new index objects for every blob of every readable pack, then deletes the old
-    ones. Unreadable packs are reported and left alone.
+    New index objects cover every blob of every readable pack; then the old ones are deleted.
+
+    Unreadable packs are reported and left alone.
     """
     cli: CliContext = ctx.obj
     repo = cli.open_repository()
@@ -79,8 +80,11 @@ def snapshots_command(
 ) -> None:
     """Find snapshots whose chunks are in no index or in missing packs.
 
-    Each one is listed and recorded as damaged (backups never build on it); with --forget it
-    is forgotten. Run `repo repair index` first if index objects were lost.
+    Each is listed and recorded as damaged: backups never build on it.
+
+    --forget forgets them (through tombstones), so prune can run again.
+
+    Run `repo repair index` first if index objects were lost.
     """
     cli: CliContext = ctx.obj
     repo = cli.open_repository()
