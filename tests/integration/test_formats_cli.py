@@ -225,7 +225,7 @@ def test_differencing_vhdx_chain_restores_the_flattened_bytes(repo: Cli, tmp_pat
     _write(flat, "vhdx", child_writes)
     expected = _to_raw(flat, "vhdx")
 
-    snapshot = repo.backup(child)["id"]
+    snapshot = repo.backup(child, "--format", "vhdx", "--follow-backing")["id"]
     raw = tmp_path / "restored.raw"
     assert repo.restore(snapshot, raw).returncode == 0
     assert sha256(raw) == sha256(expected)
@@ -318,7 +318,8 @@ def test_truncated_vhdx_is_a_clear_error(repo: Cli, tmp_path: Path) -> None:
 def test_garbage_qcow2_is_a_clear_error(repo: Cli, tmp_path: Path) -> None:
     _tool("qemu-nbd")
     image = tmp_path / "garbage.qcow2"
-    image.write_bytes(b"QFI\xfb" + bytes(range(256)) * 16)
+    # Version 0 and no backing file: a header only qemu can reject.
+    image.write_bytes(b"QFI\xfb" + bytes(16) + bytes(range(256)) * 16)
     assert_one_line_error(repo.run("backup", "image", image), "qemu-nbd", "garbage.qcow2")
 
 

@@ -14,7 +14,7 @@ from e3backup.core.units import format_bytes
 from e3backup.engines.image_backup import ImageBackupOptions, backup_image
 from e3backup.engines.read_plan import load_changed_extents
 from e3backup.repo.manifest import Snapshot
-from e3backup.sources.detect import open_disk
+from e3backup.sources.detect import FORMATS, open_disk
 
 app = typer.Typer(help="Back up disks and images.", no_args_is_help=True)
 
@@ -26,14 +26,30 @@ def image(
         Path,
         typer.Argument(
             help="Disk to back up: a block device or an image file (raw, VHDX, qcow2, VMDK, "
-            "VDI, VHD; the format is detected from the content)."
+            "VDI, VHD; the format is detected from the content unless --format states it)."
         ),
     ],
+    image_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help=f"The image's format: {', '.join(FORMATS)}. A detected format never follows "
+            "other files the image names; use --format raw for a raw disk whatever it holds.",
+        ),
+    ] = None,
+    follow_backing: Annotated[
+        bool,
+        typer.Option(
+            "--follow-backing",
+            help="Read through the files the image names (backing file, parent disk, external "
+            "data file, VMDK extents); needs --format.",
+        ),
+    ] = False,
     changed_extents: Annotated[
         Path | None,
         typer.Option(
             "--changed-extents",
-            help="JSON list of [offset, length] ranges changed since the previous backup of this "
+            help="JSON list of \\[offset, length] ranges changed since the previous backup of this "
             "path (from a change tracker). Only those are read; the rest is taken from the "
             "parent snapshot. Without a usable parent the whole image is read.",
         ),
@@ -53,7 +69,7 @@ def image(
     repo = cli.open_repository()
     options = ImageBackupOptions(tags=tuple(tag or ()), changed_extents=extents)
     with (
-        open_disk(path) as reader,
+        open_disk(path, image_format, follow_backing) as reader,
         cancel_on_interrupt() as cancel,
         progress_bar(f"backup {path.name}", enabled=not json_out) as progress,
     ):

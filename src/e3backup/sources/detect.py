@@ -1,4 +1,9 @@
-"""Which format is this disk? Decided by content, never by the file name; and open it."""
+"""Which format is this disk? Decided by content, never by the file name; and open it.
+
+A probed image is read on its own: one that names other files (backing file, parent disk,
+external data file, VMDK extents) is refused, since a guest can write such a header into its
+raw disk. Following them needs the format stated and `follow_backing`.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,15 @@ import os
 from pathlib import Path
 
 from e3backup.core import platform_io
-from e3backup.core.errors import SourceError
+from e3backup.core.errors import SourceError, UsageError
 from e3backup.sources.image import RawImageReader
+from e3backup.sources.image_refs import external_files
 from e3backup.sources.qemu_image import QemuImageReader
 from e3backup.sources.vhdx import VhdxReader, looks_like_vhdx
 
 RAW = "raw"
 VHDX = "vhdx"
+FORMATS = (RAW, VHDX, "qcow2", "vmdk", "vdi", "vpc", "qed")
 
 # (offset, magic, qemu format name); the first match wins.
 _QEMU_MAGICS: tuple[tuple[int, bytes, str], ...] = (
@@ -58,11 +65,43 @@ def detect_format(path: Path) -> str:
 DiskImageReader = RawImageReader | VhdxReader | QemuImageReader
 
 
-def open_disk(path: Path, image_format: str | None = None) -> DiskImageReader:
-    """Open any supported disk for reading; `image_format` overrides detection."""
-    image_format = image_format or detect_format(path)
-    if image_format == RAW:
+class ExternalFileRefused(SourceError):
+    """The image names another file and following it was not asked for."""
+
+
+def open_disk(
+    path: Path, image_format: str | None = None, follow_backing: bool = False
+) -> DiskImageReader:
+    """Open any supported disk for reading.
+
+    `image_format` states the format (None: detect it from the content). Files the image
+    names are followed only with `follow_backing`, which needs the format stated.
+    """
+    if image_format is not None and image_format not in FORMATS:
+        raise UsageError(f"unknown image format {image_format!r} (one of {', '.join(FORMATS)})")
+    if follow_backing and image_format is None:
+        raise UsageError("--follow-backing needs --format: a probed image never follows a file")
+    fmt = image_format or detect_format(path)
+    if not follow_backing:
+        _refuse_external_files(Path(path), fmt, probed=image_format is None)
+    if fmt == RAW:
         return RawImageReader.open(path)
-    if image_format == VHDX:
-        return VhdxReader.open(path)
-    return QemuImageReader.open(path, image_format)
+    if fmt == VHDX:
+        return VhdxReader.open(path, follow_parents=follow_backing)
+    return QemuImageReader.open(path, fmt, follow_backing=follow_backing)
+
+
+def _refuse_external_files(path: Path, fmt: str, probed: bool) -> None:
+    found = external_files(path, fmt) if fmt != RAW else []
+    if not found:
+        return
+    if probed:
+        raise ExternalFileRefused(
+            f"{path} looks like a {fmt} image that names {found[0]}; a detected format never "
+            "follows another file (a guest can write such a header into its raw disk). If it "
+            f"is a {fmt} image you trust: --format {fmt} --follow-backing; to back up the "
+            "bytes as they are: --format raw"
+        )
+    raise ExternalFileRefused(
+        f"{path}: the {fmt} image names {found[0]}; add --follow-backing to read through it"
+    )

@@ -3,11 +3,16 @@
 We do not reimplement those formats: qemu-nbd exports the image read-only on a private unix
 socket; allocation comes from NBD `base:allocation` block status and data from NBD reads, one
 connection per reading thread. Linux-only (QEMU tooling); VHDX and raw are read natively.
+
+qemu gets an explicit blockdev spec (driver and file, never a probe) and, unless the chain is
+followed on purpose, `backing: null`: qemu then opens no file but the image itself.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +30,7 @@ _EXPORT = "disk"
 class QemuImageReader:
     """DiskReader for any image format qemu-nbd can open."""
 
-    def __init__(self, path: Path, image_format: str) -> None:
+    def __init__(self, path: Path, image_format: str, follow_backing: bool = False) -> None:
         self.path = Path(path)
         self.image_format = image_format
         self._export: NbdExportReader | None = None
@@ -37,25 +42,24 @@ class QemuImageReader:
                 "--read-only",
                 "--persistent",
                 f"--shared={MAX_CONNECTIONS}",
-                f"--format={image_format}",
                 f"--socket={self._socket}",
                 f"--export-name={_EXPORT}",
-                str(self.path),
+                blockdev_spec(self.path, image_format, follow_backing),
             ],
             self._dir / "qemu-nbd.log",
         )
         try:
-            self._daemon.start(ready=self._socket.exists)
+            self._daemon.start(ready=lambda: accepts_connections(self._socket))
             self._export = self._connect_export()
         except BaseException:
             self.close()
             raise
 
     @classmethod
-    def open(cls, path: Path, image_format: str) -> QemuImageReader:
+    def open(cls, path: Path, image_format: str, follow_backing: bool = False) -> QemuImageReader:
         if not Path(path).is_file():
             raise SourceError(f"{path}: no such image file")
-        return cls(path, image_format)
+        return cls(path, image_format, follow_backing)
 
     def _connect_export(self) -> NbdExportReader:
         try:
@@ -103,3 +107,29 @@ class QemuImageReader:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def blockdev_spec(path: Path, image_format: str, follow_backing: bool) -> str:
+    """qemu's `json:` filename for the image: this driver on this file, and no backing file
+    unless `follow_backing`."""
+    spec: dict[str, object] = {
+        "driver": image_format,
+        "file": {"driver": "file", "filename": str(Path(path).absolute())},
+    }
+    if not follow_backing:
+        spec["backing"] = None
+    return "json:" + json.dumps(spec)
+
+
+def accepts_connections(path: Path) -> bool:
+    """True once a server listens on the unix socket `path`.
+
+    The socket file appears at bind(), a moment before listen(): a connection in between is
+    refused, so the file existing does not mean the server is ready.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from e3backup.core.errors import CommandFailed, E3Error, SourceError
-from e3backup.sources.qemu_image import QemuImageReader
+from e3backup.sources.qemu_image import QemuImageReader, accepts_connections
 from fixtures.real import require_tool as _tool
 from fixtures.real import run_tool as _run
 
@@ -162,3 +163,27 @@ def test_missing_image_is_a_source_error(tmp_path: Path, private_tempdir: Path) 
     with pytest.raises(E3Error):
         QemuImageReader.open(tmp_path, "qcow2")
     assert list(private_tempdir.iterdir()) == []
+
+
+def test_a_backing_file_is_never_opened_unless_followed(tmp_path: Path) -> None:
+    """Even with the format stated, qemu gets `backing: null`: the host file stays unread."""
+    _tool("qemu-nbd")
+    secret = tmp_path / "host-secret.txt"
+    secret.write_bytes(b"TOP SECRET".ljust(MiB, b"\0"))
+    guest = tmp_path / "guest.img"
+    _run(_tool("qemu-img"), "create", "-q", "-f", "qcow2", "-b", secret, "-F", "raw", guest, "1M")
+    with QemuImageReader.open(guest, "qcow2") as reader:
+        assert reader.read(0, MiB) == bytes(MiB)
+    with QemuImageReader.open(guest, "qcow2", follow_backing=True) as reader:
+        assert reader.read(0, 10) == b"TOP SECRET"
+
+
+def test_a_socket_is_ready_only_once_it_listens(tmp_path: Path) -> None:
+    """The file of a unix socket exists from bind(); connections are refused until listen()."""
+    path = tmp_path / "s.sock"
+    assert not accepts_connections(path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        assert path.exists() and not accepts_connections(path)
+        server.listen(1)
+        assert accepts_connections(path)

@@ -46,9 +46,10 @@ class VhdxReader:
     so callers can check that unallocated blocks were skipped.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, follow_parents: bool = True) -> None:
         """Prefer `VhdxReader.open(path)`."""
         self.path = path
+        self.follow_parents = follow_parents
         self.bytes_read = 0
         self._lock = threading.Lock()
         self._layers: list[_Layer] = []
@@ -57,9 +58,13 @@ class VhdxReader:
         self._chain: list[Path] = []
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> VhdxReader:
-        """Open and validate `path` and its parents; every problem becomes a SourceError."""
-        reader = cls(Path(path))
+    def open(cls, path: str | os.PathLike[str], follow_parents: bool = True) -> VhdxReader:
+        """Open and validate `path` and its parents; every problem becomes a SourceError.
+
+        With `follow_parents=False` a differencing disk is refused rather than read without
+        its parent (or through a parent its locator names).
+        """
+        reader = cls(Path(path), follow_parents)
         try:
             reader._open_chain()
         except BaseException:
@@ -160,6 +165,8 @@ class VhdxReader:
         path = self.path
         layer = self._open_layer(path)
         self._top_layout = layer.layout
+        if layer.layout.has_parent and not self.follow_parents:
+            raise ImageFormatError(f"{path}: a differencing VHDX; its parent is not followed")
         while layer.layout.has_parent:
             if len(self._layers) >= MAX_CHAIN_DEPTH:
                 raise ImageFormatError(

@@ -178,3 +178,11 @@ def test_partial_block_without_bitmap_is_refused(tmp_path: Path, base: Path) -> 
 
 def test_expected_image_helper_matches_flatten() -> None:
     assert expected_image(SIZE, BASE) == _flatten(BASE)
+
+
+def test_a_reader_told_not_to_follow_parents_refuses_a_child(tmp_path: Path, base: Path) -> None:
+    child = _child(tmp_path / "child.avhdx", base, {0: b"x" * 512})
+    with pytest.raises(ImageFormatError, match="parent is not followed"):
+        VhdxReader.open(child, follow_parents=False)
+    with VhdxReader.open(base, follow_parents=False) as disk:  # a base disk names nothing
+        assert disk.read(0, 4096) == BASE[0][:4096]
