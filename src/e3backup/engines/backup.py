@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from e3backup.core.cancel import CancelToken
 from e3backup.engines.progress import ProgressTracker
 from e3backup.engines.read_plan import chunks_touching
-from e3backup.engines.source import DiskReader
 from e3backup.repo import formats
 from e3backup.repo.disk_index import DiskIndexWriter, ParentIndexCursor
 from e3backup.repo.manifest import DiskRecord
 from e3backup.repo.session import WriteSession
+from e3backup.sources.disk_reader import DiskReader
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from e3backup.engines.backup import DiskBackup, DiskPlan, default_workers
 from e3backup.engines.progress import ProgressCallback, ProgressTracker
 from e3backup.engines.restore import DiskRestore
 from e3backup.engines.restore_targets import open_target
-from e3backup.engines.source import DiskReader
 from e3backup.repo import verification
 from e3backup.repo.manifest import Snapshot
 from e3backup.repo.repository import Repository, hostname
 from e3backup.repo.session import WriteSession
+from e3backup.sources.disk_reader import DiskReader
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 from e3backup.core.errors import E3Error
 from e3backup.engines.read_plan import chunks_touching
-from e3backup.engines.source import DiskReader
 from e3backup.repo import formats
 from e3backup.repo.disk_index import ParentIndexCursor
 from e3backup.repo.manifest import DiskRecord, Snapshot
 from e3backup.repo.repository import Repository
+from e3backup.sources.disk_reader import DiskReader
 
 DEFAULT_SAMPLE_CHUNKS = 8
 

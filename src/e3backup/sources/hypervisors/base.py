@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from e3backup.core.errors import SourceError
-from e3backup.engines.source import DiskReader
+from e3backup.sources.disk_reader import DiskReader
 
 
 class HypervisorError(SourceError):

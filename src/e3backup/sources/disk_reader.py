@@ -1,5 +1,6 @@
-"""The interface the engines need from anything that looks like a disk (restic's habit: the
-consumer declares it). Image files, block devices, VHDX, NBD exports all implement it."""
+"""The interface the engines need from anything that looks like a disk. Image files, block
+devices, VHDX, NBD exports all implement it; it lives here, below the engines, so that the
+sources' own interfaces (hypervisor providers hand out disk readers) can name it too."""
 
 from __future__ import annotations
 
