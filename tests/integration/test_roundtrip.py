@@ -172,6 +172,32 @@ def test_changed_extents_reads_only_those_chunks(cli: Cli, tmp_path: Path) -> No
     assert sha256(restored_old) == first_sha != sha256(image)
 
 
+def test_a_lying_changed_extents_file_is_caught_and_the_disk_read_in_full(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """8 chunks, the list names chunk 0 but chunk 5 changed too: the sample (8 chunks) re-reads
+    every "unchanged" chunk, so the lie is caught whatever the random choice."""
+    cli.init("--chunk-size", "64K")
+    image = tmp_path / "vm.img"
+    write_random(image, 8 * 64 * KiB, seed=9)
+    cli.backup(image)
+    patch(image, 10, b"listed")
+    patch(image, 5 * 64 * KiB + 100, b"not in the list")
+    extents = tmp_path / "changed.json"
+    extents.write_text("[[10, 6]]")
+
+    result = cli.ok("backup", "image", image, "--changed-extents", extents, "--json")
+    second = result.json()
+    [disk] = second["disks"]
+    assert (second["type"], disk["read_plan"]) == ("Full", "full")
+    assert "sampled verification: chunk 5 differs" in disk["read_plan_reason"]
+    assert second["warnings"] == [f"disk vm.img: {disk['read_plan_reason']}"]
+    assert "sampled verification" in result.stderr
+    restored = tmp_path / "restored.img"
+    cli.ok("restore", second["id"], "--to", restored)
+    assert sha256(restored) == sha256(image)
+
+
 def test_changed_extents_without_parent_reads_everything(cli: Cli, tmp_path: Path) -> None:
     cli.init("--chunk-size", "64K")
     image = tmp_path / "vm.img"

@@ -107,6 +107,7 @@ def snapshot_summary(snapshot: Snapshot) -> dict[str, Any]:
         "parent": snapshot.parent,
         "tags": snapshot.tags,
         "duration_s": round(snapshot.duration_s, 3),
+        "warnings": list(snapshot.extra.get("warnings", [])),
         "disks": [
             {
                 "name": d.name,

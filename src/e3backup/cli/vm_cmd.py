@@ -11,8 +11,8 @@ from e3backup.cli.context import CliContext, cancel_on_interrupt
 from e3backup.cli.output import console, err_console, print_json, progress_bar
 from e3backup.core.errors import UsageError
 from e3backup.core.units import format_bytes
+from e3backup.engines.unchanged_sample import DEFAULT_SAMPLE_CHUNKS
 from e3backup.engines.vm_backup import VmBackupJob, VmBackupOptions
-from e3backup.engines.vm_plan import DEFAULT_SAMPLE_CHUNKS
 from e3backup.engines.vm_result import VmEvent
 from e3backup.sources.hypervisors.base import ConsistencyLevel
 from e3backup.sources.hypervisors.qemu.provider import QemuEndpoint, QemuProvider

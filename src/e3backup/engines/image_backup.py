@@ -4,6 +4,10 @@ Backups of the same path on the same host form one *source*: the latest snapshot
 is the parent of the next backup (dedup base; the base for `--changed-extents`). A snapshot that
 `check` recorded as damaged is never a parent: the newest undamaged one is used instead, and since
 changed extents are relative to the latest snapshot, the disk is then read in full.
+
+Changed extents are trusted only as far as a sampled re-read of "unchanged" chunks agrees (as
+for VMs); a source that shrank while it was read is never saved, one that grew or was written
+to is saved with a warning (`Snapshot.extra["warnings"]`).
 """
 
 from __future__ import annotations
@@ -23,11 +27,17 @@ from e3backup.engines.backup import DiskBackup, DiskPlan, default_workers
 from e3backup.engines.progress import ProgressCallback, ProgressTracker
 from e3backup.engines.restore import DiskRestore
 from e3backup.engines.restore_targets import open_target
+from e3backup.engines.unchanged_sample import (
+    DEFAULT_SAMPLE_CHUNKS,
+    check_sample,
+    mismatch_reason,
+    sample_unchanged,
+)
 from e3backup.repo import verification
-from e3backup.repo.manifest import Snapshot
+from e3backup.repo.manifest import DiskRecord, Snapshot
 from e3backup.repo.repository import Repository, hostname
 from e3backup.repo.session import WriteSession
-from e3backup.sources.disk_reader import DiskReader
+from e3backup.sources.disk_reader import ChangeDetecting, DiskReader
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +47,7 @@ class ImageBackupOptions:
     tags: tuple[str, ...] = ()
     changed_extents: list[tuple[int, int]] | None = None
     workers: int | None = None
+    verify_sample_chunks: int = DEFAULT_SAMPLE_CHUNKS
 
 
 def image_source_id(path: Path) -> str:
@@ -73,8 +84,12 @@ def backup_image(
     session = WriteSession(repo)
     try:
         workers = options.workers or default_workers()
+        engine = DiskBackup(session, tracker, cancel, workers)
         with ThreadPoolExecutor(workers, thread_name_prefix="backup") as pool:
-            record = DiskBackup(session, tracker, cancel, workers).run(plan, pool)
+            record, warnings = _back_up(engine, pool, plan, options.verify_sample_chunks)
+        warnings += reader.changes_since_open() if isinstance(reader, ChangeDetecting) else []
+        for warning in warnings:
+            log.warning("%s", warning)
         snapshot = Snapshot(
             id=new_id(),
             time=started.isoformat(),
@@ -87,6 +102,7 @@ def backup_image(
             disks=[record],
             tags=list(options.tags),
             duration_s=tracker.elapsed_s,
+            extra={"warnings": warnings} if warnings else {},
         )
         session.commit(snapshot)
     except BaseException:
@@ -95,6 +111,25 @@ def backup_image(
         raise
     tracker.report()
     return snapshot
+
+
+def _back_up(
+    engine: DiskBackup, pool: ThreadPoolExecutor, plan: DiskPlan, sample_chunks: int
+) -> tuple[DiskRecord, list[str]]:
+    """Run the plan; an incremental one is checked by the sampled re-read, and read in full
+    (with a warning) when a chunk outside the changed extents differs from the parent."""
+    record = engine.run(plan, pool)
+    if record.read_plan != "incremental" or plan.parent is None or plan.changed_extents is None:
+        return record, []
+    reader, size = plan.reader, plan.reader.size_bytes
+    sample = sample_unchanged(plan.changed_extents, size, plan.parent.chunk_size, sample_chunks)
+    check = check_sample(engine.session.repo, plan.parent, reader, sample)
+    if check.mismatch is None:
+        return record, []
+    reason = mismatch_reason(check.mismatch)
+    engine.tracker.bytes_total += size  # the disk is processed a second time
+    full = DiskPlan(plan.name, reader, plan.parent, None, reason)
+    return engine.run(full, pool), [f"disk {plan.name}: {reason}"]
 
 
 def choose_parent(repo: Repository, source_id: str) -> tuple[Snapshot | None, list[str]]:

@@ -24,13 +24,13 @@ from e3backup.core.ids import new_id
 from e3backup.engines import vm_result as ev
 from e3backup.engines.backup import DiskBackup, DiskPlan, default_workers
 from e3backup.engines.progress import ProgressCallback, ProgressTracker
-from e3backup.engines.vm_plan import (
+from e3backup.engines.unchanged_sample import (
     DEFAULT_SAMPLE_CHUNKS,
     check_sample,
-    decide,
+    mismatch_reason,
     sample_unchanged,
-    verify_parent,
 )
+from e3backup.engines.vm_plan import decide, verify_parent
 from e3backup.engines.vm_result import EventCallback, JobResult, VmEvent, VmResult
 from e3backup.repo.manifest import DiskRecord, Snapshot
 from e3backup.repo.repository import Repository, hostname
@@ -258,10 +258,7 @@ class VmBackupJob:
         result.verify_bytes_read += check.bytes_read
         if check.mismatch is None:
             return record
-        reason = (
-            f"sampled verification: chunk {check.mismatch} differs from the parent although "
-            "change tracking reported it unchanged: full read"
-        )
+        reason = mismatch_reason(check.mismatch)
         result.warnings.append(f"disk {name}: {reason}")
         self.emit(ev.VERIFY_MISMATCH, "warning", vm_name=vm.name, disk=name, chunk=check.mismatch)
         self.tracker.bytes_total += size  # the disk is processed a second time

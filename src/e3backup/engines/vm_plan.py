@@ -1,20 +1,14 @@
-"""VM backup decisions: parent verification, Full vs Incremental per disk, and the sampled
-re-read of "unchanged" chunks that catches change tracking that missed writes."""
+"""VM backup decisions: parent verification and Full vs Incremental per disk (the sampled
+re-read of "unchanged" chunks is shared with image backups: engines/unchanged_sample.py)."""
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 from e3backup.core.errors import E3Error
-from e3backup.engines.read_plan import chunks_touching
 from e3backup.repo import formats
-from e3backup.repo.disk_index import ParentIndexCursor
 from e3backup.repo.manifest import DiskRecord, Snapshot
 from e3backup.repo.repository import Repository
-from e3backup.sources.disk_reader import DiskReader
-
-DEFAULT_SAMPLE_CHUNKS = 8
 
 
 def verify_parent(repo: Repository, parent: Snapshot) -> str:
@@ -70,44 +64,3 @@ def decide(
     if changed_extents is None:
         return DiskDecision(False, tracking_reason or "no change tracking: full read")
     return DiskDecision(True, "")
-
-
-def sample_unchanged(
-    changed_extents: list[tuple[int, int]],
-    size_bytes: int,
-    chunk_size: int,
-    count: int,
-    rng: random.Random | None = None,
-) -> list[int]:
-    """Up to `count` random chunk numbers that change tracking says are unchanged, ascending."""
-    count_all = -(-size_bytes // chunk_size)
-    touched = set(chunks_touching(changed_extents, chunk_size, size_bytes))
-    candidates = [n for n in range(count_all) if n not in touched]
-    rng = rng or random.Random()
-    return sorted(rng.sample(candidates, min(count, len(candidates))))
-
-
-@dataclass(frozen=True)
-class SampleCheck:
-    chunks_checked: int
-    bytes_read: int
-    mismatch: int | None  # first chunk number whose content differs from the parent
-
-
-def check_sample(
-    repo: Repository,
-    parent_disk: DiskRecord,
-    reader: DiskReader,
-    chunk_numbers: list[int],
-) -> SampleCheck:
-    cursor = ParentIndexCursor(repo, parent_disk)
-    chunk_size = parent_disk.chunk_size
-    bytes_read = 0
-    for n in chunk_numbers:
-        length = min(chunk_size, reader.size_bytes - n * chunk_size)
-        data = reader.read(n * chunk_size, length)
-        bytes_read += length
-        got = formats.ZERO_ID if data.count(0) == length else repo.codec.chunk_id(data)
-        if got != cursor.get(n):
-            return SampleCheck(len(chunk_numbers), bytes_read, n)
-    return SampleCheck(len(chunk_numbers), bytes_read, None)

@@ -5,7 +5,7 @@ sources' own interfaces (hypervisor providers hand out disk readers) can name it
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class DiskReader(Protocol):
@@ -25,3 +25,12 @@ class DiskReader(Protocol):
     def read(self, offset: int, length: int) -> bytes: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ChangeDetecting(Protocol):
+    """A reader that can tell whether its source changed while it was read (files, devices)."""
+
+    def changes_since_open(self) -> list[str]:
+        """Warnings about harmless changes (it grew, it was written to); raises SourceError
+        when what was read cannot be trusted (it shrank: the missing tail read as zeros)."""

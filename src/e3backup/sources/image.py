@@ -3,6 +3,9 @@
 A raw image is the disk's bytes stored as-is, usually as a sparse file; only its allocated
 extents are read. A block device (/dev/sdb, an LVM volume) is read whole: the kernel cannot
 say which of its blocks were ever written.
+
+The size is fixed at open; `changes_since_open` tells afterwards whether the source grew, was
+written to, or shrank while it was read.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class RawImageReader:
         self._fd: int | None = fd
         self._lock = threading.Lock()
         self.bytes_read = 0
+        self._short_read_at: int | None = None
         try:
             st = os.fstat(fd)
             mode = st.st_mode
@@ -42,10 +46,8 @@ class RawImageReader:
                 raise SourceError(f"{path}: is a directory, not a disk image")
             if not (stat.S_ISREG(mode) or self.is_block_device):
                 raise SourceError(f"{path}: not a regular file or block device")
-            if self.is_block_device:
-                self._size_bytes = platform_io.block_device_size(fd)
-            else:
-                self._size_bytes = st.st_size
+            self._size_bytes = self._current_size(fd, st)
+            self._mtime_ns = st.st_mtime_ns
         except OSError as exc:
             self.close()
             raise SourceError(f"{path}: cannot determine size: {exc.strerror or exc}") from exc
@@ -116,8 +118,47 @@ class RawImageReader:
             self.bytes_read += len(data)
         if len(data) < length:  # the file shrank after open; the missing tail reads as zeros
             log.debug("%s: short read at %d (%d of %d bytes)", self.path, offset, len(data), length)
+            with self._lock:  # the lowest offset that came back short: where the file ended
+                end, first = offset + len(data), self._short_read_at
+                self._short_read_at = end if first is None else min(first, end)
             data += bytes(length - len(data))
         return data
+
+    def changes_since_open(self) -> list[str]:
+        """Warnings for growth and writes; SourceError if the source shrank while being read.
+
+        A file that grew is saved at its opening size (the disk a VM saw then); one written to
+        may mix old and new data, as any live read does. A shrink means part of what was read
+        came back as zeros, and such a backup is never saved.
+        """
+        fd = self._require_open()
+        try:
+            st = os.fstat(fd)
+            size = self._current_size(fd, st)
+        except OSError as exc:
+            raise SourceError(f"{self.path}: cannot check it after reading: {exc}") from exc
+        short_at = self._short_read_at
+        if size < self._size_bytes or short_at is not None:
+            shrunk = size if short_at is None else min(size, short_at)
+            raise SourceError(
+                f"{self.path} shrank from {self._size_bytes} to {shrunk} bytes while it was "
+                "read; nothing was saved: back it up again once it is no longer changing"
+            )
+        warnings = []
+        if size > self._size_bytes:
+            warnings.append(
+                f"{self.path} grew from {self._size_bytes} to {size} bytes while it was read; "
+                f"the snapshot holds its first {self._size_bytes} bytes"
+            )
+        elif not self.is_block_device and st.st_mtime_ns != self._mtime_ns:
+            warnings.append(
+                f"{self.path} was written to while it was read; the snapshot may mix old and "
+                "new data (snapshot the disk first for a consistent backup)"
+            )
+        return warnings
+
+    def _current_size(self, fd: int, st: os.stat_result) -> int:
+        return platform_io.block_device_size(fd) if self.is_block_device else st.st_size
 
     def close(self) -> None:
         """Release the descriptor; calling it twice is harmless."""
