@@ -27,14 +27,9 @@ from e3backup.engines.backup import DiskBackup, DiskPlan, default_workers
 from e3backup.engines.progress import ProgressCallback, ProgressTracker
 from e3backup.engines.restore import DiskRestore
 from e3backup.engines.restore_targets import open_target
-from e3backup.engines.unchanged_sample import (
-    DEFAULT_SAMPLE_CHUNKS,
-    check_sample,
-    mismatch_reason,
-    sample_unchanged,
-)
+from e3backup.engines.unchanged_sample import DEFAULT_SAMPLE_CHUNKS, run_checked
 from e3backup.repo import verification
-from e3backup.repo.manifest import DiskRecord, Snapshot
+from e3backup.repo.manifest import Snapshot
 from e3backup.repo.repository import Repository, hostname
 from e3backup.repo.session import WriteSession
 from e3backup.sources.disk_reader import ChangeDetecting, DiskReader
@@ -86,7 +81,9 @@ def backup_image(
         workers = options.workers or default_workers()
         engine = DiskBackup(session, tracker, cancel, workers)
         with ThreadPoolExecutor(workers, thread_name_prefix="backup") as pool:
-            record, warnings = _back_up(engine, pool, plan, options.verify_sample_chunks)
+            run = run_checked(engine, pool, plan, options.verify_sample_chunks)
+        record = run.record
+        warnings = [f"disk {record.name}: {record.read_plan_reason}"] if run.mismatch else []
         warnings += reader.changes_since_open() if isinstance(reader, ChangeDetecting) else []
         for warning in warnings:
             log.warning("%s", warning)
@@ -111,25 +108,6 @@ def backup_image(
         raise
     tracker.report()
     return snapshot
-
-
-def _back_up(
-    engine: DiskBackup, pool: ThreadPoolExecutor, plan: DiskPlan, sample_chunks: int
-) -> tuple[DiskRecord, list[str]]:
-    """Run the plan; an incremental one is checked by the sampled re-read, and read in full
-    (with a warning) when a chunk outside the changed extents differs from the parent."""
-    record = engine.run(plan, pool)
-    if record.read_plan != "incremental" or plan.parent is None or plan.changed_extents is None:
-        return record, []
-    reader, size = plan.reader, plan.reader.size_bytes
-    sample = sample_unchanged(plan.changed_extents, size, plan.parent.chunk_size, sample_chunks)
-    check = check_sample(engine.session.repo, plan.parent, reader, sample)
-    if check.mismatch is None:
-        return record, []
-    reason = mismatch_reason(check.mismatch)
-    engine.tracker.bytes_total += size  # the disk is processed a second time
-    full = DiskPlan(plan.name, reader, plan.parent, None, reason)
-    return engine.run(full, pool), [f"disk {plan.name}: {reason}"]
 
 
 def choose_parent(repo: Repository, source_id: str) -> tuple[Snapshot | None, list[str]]:

@@ -8,8 +8,10 @@ read in full instead. VM bitmaps and `backup image --changed-extents` lists both
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from e3backup.engines.backup import DiskBackup, DiskPlan
 from e3backup.engines.read_plan import chunks_touching
 from e3backup.repo import formats
 from e3backup.repo.disk_index import ParentIndexCursor
@@ -67,3 +69,32 @@ def mismatch_reason(chunk: int) -> str:
         f"sampled verification: chunk {chunk} differs from the parent although change "
         "tracking reported it unchanged: full read"
     )
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    record: DiskRecord
+    check: SampleCheck | None  # None when the plan was not incremental
+
+    @property
+    def mismatch(self) -> bool:
+        return self.check is not None and self.check.mismatch is not None
+
+
+def run_checked(
+    engine: DiskBackup, pool: ThreadPoolExecutor, plan: DiskPlan, sample_chunks: int
+) -> CheckedRun:
+    """Run the plan; an incremental run is checked by the sampled re-read and, when a chunk
+    outside the changed extents differs from the parent, the disk is read again in full (the
+    record's reason says why)."""
+    record = engine.run(plan, pool)
+    if record.read_plan != "incremental" or plan.parent is None or plan.changed_extents is None:
+        return CheckedRun(record, None)
+    size = plan.reader.size_bytes
+    sample = sample_unchanged(plan.changed_extents, size, plan.parent.chunk_size, sample_chunks)
+    check = check_sample(engine.session.repo, plan.parent, plan.reader, sample)
+    if check.mismatch is None:
+        return CheckedRun(record, check)
+    engine.tracker.bytes_total += size  # the disk is processed a second time
+    full = DiskPlan(plan.name, plan.reader, plan.parent, None, mismatch_reason(check.mismatch))
+    return CheckedRun(engine.run(full, pool), check)
