@@ -20,6 +20,7 @@ from pathlib import Path
 from e3backup.core.errors import SourceError
 from e3backup.exec.command import Command
 from e3backup.exec.daemon import Daemon
+from e3backup.sources.file_stamp import FileStamp
 from e3backup.sources.nbd.client import NbdError
 from e3backup.sources.nbd.reader import NbdExportReader
 
@@ -33,6 +34,7 @@ class QemuImageReader:
     def __init__(self, path: Path, image_format: str, follow_backing: bool = False) -> None:
         self.path = Path(path)
         self.image_format = image_format
+        self._stamp = FileStamp.of(self.path)
         self._export: NbdExportReader | None = None
         self._dir = Path(tempfile.mkdtemp(prefix="e3backup-nbd-"))
         self._socket = self._dir / "nbd.sock"
@@ -95,6 +97,9 @@ class QemuImageReader:
 
     def read(self, offset: int, length: int) -> bytes:
         return self._reader.read(offset, length)
+
+    def changes_since_open(self) -> list[str]:
+        return self._stamp.changes(self.path)
 
     def close(self) -> None:
         if self._export is not None:

@@ -15,8 +15,10 @@ from e3backup.core.errors import SourceError
 from e3backup.engines.image_backup import ImageBackupOptions, backup_image, restore_disk
 from e3backup.repo.manifest import Snapshot
 from e3backup.repo.repository import Repository
+from e3backup.sources.detect import open_disk
 from e3backup.sources.image import RawImageReader
 from e3backup.storage.memory import MemoryBackend
+from fixtures.real import require_tool, run_tool
 
 KiB = 1024
 CHUNK = 64 * KiB
@@ -116,3 +118,19 @@ def test_a_source_written_to_while_read_is_saved_with_a_warning(
     snapshot = _backup(repo, image, {1: _overwrite(SIZE - 10, b"new tail!!")})
     [warning] = snapshot.extra["warnings"]
     assert "was written to while it was read" in warning
+
+
+@pytest.mark.parametrize("fmt", ["qcow2", "vhdx"])
+def test_an_image_file_written_to_while_read_is_saved_with_a_warning(
+    repo: Repository, tmp_path: Path, fmt: str
+) -> None:
+    """Container formats: any change of the file means something wrote to the disk."""
+    image = tmp_path / f"disk.{fmt}"
+    run_tool(require_tool("qemu-img"), "create", "-q", "-f", fmt, image, "4M")
+    run_tool(require_tool("qemu-io"), "-f", fmt, "-c", "write -P 0x61 0 1M", image)
+    with open_disk(image) as reader:
+        assert reader.changes_since_open() == []
+        os.utime(image, ns=(0, 0))  # what a write does to it, without racing qemu's locks
+        snapshot = backup_image(repo, image, reader)
+    [warning] = snapshot.extra["warnings"]
+    assert f"{image} was written to while it was read" in warning

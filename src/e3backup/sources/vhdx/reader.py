@@ -23,6 +23,7 @@ import numpy as np
 
 from e3backup.core import platform_io
 from e3backup.core.errors import ImageFormatError, SourceError
+from e3backup.sources.file_stamp import FileStamp
 from e3backup.sources.vhdx import formats as f
 from e3backup.sources.vhdx.layout import VhdxLayout, load_layout
 from e3backup.sources.vhdx.parents import MAX_CHAIN_DEPTH, linkage_guids, parent_candidates
@@ -56,6 +57,7 @@ class VhdxReader:
         self._closed = False
         self._top_layout: VhdxLayout | None = None
         self._chain: list[Path] = []
+        self._stamp: FileStamp | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], follow_parents: bool = True) -> VhdxReader:
@@ -66,6 +68,7 @@ class VhdxReader:
         """
         reader = cls(Path(path), follow_parents)
         try:
+            reader._stamp = FileStamp.of(reader.path)
             reader._open_chain()
         except BaseException:
             reader.close()
@@ -111,6 +114,10 @@ class VhdxReader:
             )
         self._check_open()
         return self._read_layer(0, offset, length)
+
+    def changes_since_open(self) -> list[str]:
+        """A warning if the VHDX file itself was written to while it was read."""
+        return self._stamp.changes(self.path) if self._stamp else []
 
     def close(self) -> None:
         """Release every file of the chain; calling it twice is harmless."""
