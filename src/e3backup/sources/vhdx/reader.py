@@ -68,8 +68,8 @@ class VhdxReader:
         """
         reader = cls(Path(path), follow_parents)
         try:
-            reader._stamp = FileStamp.of(reader.path)
             reader._open_chain()
+            reader._stamp = FileStamp.of(reader.path)
         except BaseException:
             reader.close()
             raise
