@@ -198,11 +198,6 @@ def test_a_lying_changed_extents_file_is_caught_and_the_disk_read_in_full(
     assert sha256(restored) == sha256(image)
 
 
-def test_changed_extents_help_keeps_its_brackets(cli: Cli) -> None:
-    """Rich markup ate "[offset, length]" from the help ("JSON list of  ranges")."""
-    assert "JSON list of [offset, length] ranges" in cli.ok("backup", "image", "--help").stdout
-
-
 def test_changed_extents_without_parent_reads_everything(cli: Cli, tmp_path: Path) -> None:
     cli.init("--chunk-size", "64K")
     image = tmp_path / "vm.img"

@@ -49,7 +49,7 @@ def image(
         Path | None,
         typer.Option(
             "--changed-extents",
-            help="JSON list of \\[offset, length] ranges changed since the previous backup of this "
+            help="JSON list of [offset, length] ranges changed since the previous backup of this "
             "path (from a change tracker). Only those are read; the rest is taken from the "
             "parent snapshot. Without a usable parent the whole image is read.",
         ),
