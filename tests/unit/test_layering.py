@@ -23,9 +23,9 @@ BELOW = {
     "sources": {"sources", "exec", "core"},
     "engines": {"engines", "sources", "repo", "storage", "exec", "core"},
 }
-# Module cycles still to untangle (issue 8 item 11, second half, done on another branch).
-# The test fails when one disappears, so the entry is removed with the fix.
-KNOWN_CYCLES = {frozenset({"repo.repository", "repo.verification"})}
+# Module cycles still to untangle (none). The test fails when a listed one disappears, so an
+# entry is removed with its fix.
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def _modules() -> dict[str, Path]:
