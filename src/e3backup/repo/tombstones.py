@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from e3backup.core.errors import E3Error, FormatError
+from e3backup.core.errors import E3Error, FormatError, ObjectNotFound
 from e3backup.core.ids import new_id
 from e3backup.repo import formats
 from e3backup.repo.manifest import Snapshot
@@ -100,6 +100,11 @@ def read_tombstones(repo: Repository) -> tuple[list[SnapshotTombstone], list[Pac
     for info in repo.backend.list(formats.TOMBSTONES_PREFIX):
         try:
             doc = _get_json(repo, info.key)
+        except ObjectNotFound:
+            # A concurrent prune removed it after listing: a packs tombstone goes only once its
+            # packs are deleted, a snapshot tombstone only once older than G. Neither protects.
+            continue
+        try:
             stamp = float(doc["time_unix"])  # type: ignore[arg-type]
             if doc.get("kind") == "packs":
                 hexes = doc["packs"]

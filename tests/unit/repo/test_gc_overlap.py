@@ -300,6 +300,33 @@ def test_row_prune_prune(repo: Repository, tmp_path: Path) -> None:
     assert check_repository(fresh(repo), read_data=True).ok
 
 
+class _PruneRacingBackend:
+    """Deletes each tombstone just before it is read, as a concurrent prune finishing does."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        if key.startswith(formats.TOMBSTONES_PREFIX):
+            self.inner.delete(key)
+        return self.inner.get(key, offset, length)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_row_prune_prune_tombstone_removed_while_listed(repo: Repository, tmp_path: Path) -> None:
+    """A prune lists a tombstone that another prune deletes before it is read: skipped, since
+    neither a finished packs tombstone nor an expired snapshot tombstone protects anything."""
+    snaps = [backup(repo, image(tmp_path, f"{i}.img", i)) for i in range(2)]
+    forget_snapshot(repo, snaps[0], lambda: time.time() - 2 * GRACE)
+    assert prune(fresh(repo), later()).packs_unindexed >= 1  # leaves a packs tombstone
+    racing = Repository.open(_PruneRacingBackend(repo.backend), None)  # type: ignore[arg-type]
+    assert read_tombstones(racing) == ([], [])
+    prune(racing, later(3 * GRACE))
+    assert restores(fresh(repo), snaps[1], (tmp_path / "1.img").read_bytes(), tmp_path)
+
+
 def test_row_check_prune(repo: Repository, tmp_path: Path) -> None:
     """A check whose index predates a prune still finds every pack it reads (within G)."""
     keep, drop = image(tmp_path, "k.img", 1), image(tmp_path, "d.img", 2)
