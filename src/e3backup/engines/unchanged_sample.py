@@ -8,6 +8,7 @@ read in full instead. VM bitmaps and `backup image --changed-extents` lists both
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -82,11 +83,15 @@ class CheckedRun:
 
 
 def run_checked(
-    engine: DiskBackup, pool: ThreadPoolExecutor, plan: DiskPlan, sample_chunks: int
+    engine: DiskBackup,
+    pool: ThreadPoolExecutor,
+    plan: DiskPlan,
+    sample_chunks: int,
+    on_mismatch: Callable[[int], None] | None = None,
 ) -> CheckedRun:
     """Run the plan; an incremental run is checked by the sampled re-read and, when a chunk
-    outside the changed extents differs from the parent, the disk is read again in full (the
-    record's reason says why)."""
+    outside the changed extents differs from the parent, `on_mismatch(chunk)` is told and the
+    disk is read again in full (the record's reason says why)."""
     record = engine.run(plan, pool)
     if record.read_plan != "incremental" or plan.parent is None or plan.changed_extents is None:
         return CheckedRun(record, None)
@@ -95,6 +100,8 @@ def run_checked(
     check = check_sample(engine.session.repo, plan.parent, plan.reader, sample)
     if check.mismatch is None:
         return CheckedRun(record, check)
+    if on_mismatch is not None:
+        on_mismatch(check.mismatch)
     engine.tracker.bytes_total += size  # the disk is processed a second time
     full = DiskPlan(plan.name, plan.reader, plan.parent, None, mismatch_reason(check.mismatch))
     return CheckedRun(engine.run(full, pool), check)

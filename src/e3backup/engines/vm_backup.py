@@ -26,9 +26,8 @@ from e3backup.engines.backup import DiskBackup, DiskPlan, default_workers
 from e3backup.engines.progress import ProgressCallback, ProgressTracker
 from e3backup.engines.unchanged_sample import (
     DEFAULT_SAMPLE_CHUNKS,
-    check_sample,
     mismatch_reason,
-    sample_unchanged,
+    run_checked,
 )
 from e3backup.engines.vm_plan import decide, verify_parent
 from e3backup.engines.vm_result import EventCallback, JobResult, VmEvent, VmResult
@@ -250,19 +249,16 @@ class VmBackupJob:
         if not decision.incremental:
             return engine.run(DiskPlan(name, dv.reader, parent_disk, None, decision.reason), pool)
         assert parent_disk is not None and dv.changed_extents is not None
-        record = engine.run(DiskPlan(name, dv.reader, parent_disk, dv.changed_extents), pool)
-        sample = sample_unchanged(
-            dv.changed_extents, size, chunk_size, self.options.verify_sample_chunks
-        )
-        check = check_sample(self.repo, parent_disk, dv.reader, sample)
-        result.verify_bytes_read += check.bytes_read
-        if check.mismatch is None:
-            return record
-        reason = mismatch_reason(check.mismatch)
-        result.warnings.append(f"disk {name}: {reason}")
-        self.emit(ev.VERIFY_MISMATCH, "warning", vm_name=vm.name, disk=name, chunk=check.mismatch)
-        self.tracker.bytes_total += size  # the disk is processed a second time
-        return engine.run(DiskPlan(name, dv.reader, parent_disk, None, reason), pool)
+
+        def on_mismatch(chunk: int) -> None:
+            result.warnings.append(f"disk {name}: {mismatch_reason(chunk)}")
+            self.emit(ev.VERIFY_MISMATCH, "warning", vm_name=vm.name, disk=name, chunk=chunk)
+
+        plan = DiskPlan(name, dv.reader, parent_disk, dv.changed_extents)
+        checked = run_checked(engine, pool, plan, self.options.verify_sample_chunks, on_mismatch)
+        if checked.check is not None:
+            result.verify_bytes_read += checked.check.bytes_read
+        return checked.record
 
     def _snapshot(
         self,
