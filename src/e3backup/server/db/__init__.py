@@ -1,0 +1,1 @@
+"""Tables (`models`), the engine and session factory (`engine`), and Alembic migrations."""
