@@ -9,11 +9,13 @@ import typer
 
 from e3backup import __version__
 from e3backup.cli import (
+    admin_cmd,
     backup_cmd,
     demo_cmd,
     key_cmd,
     repo_cmd,
     restore_cmd,
+    server_cmd,
     snapshots_cmd,
     vm_cmd,
 )
@@ -47,6 +49,9 @@ app.command("demo")(demo_cmd.demo)
 app.command("forget")(forget)
 app.command("prune")(prune_command)
 apply_conventions(app, without_repository={demo_cmd.demo, vm_cmd.list_vms})
+# The server's groups take their own --data-dir/--db, not the repository options.
+app.add_typer(server_cmd.app, name="server")
+app.add_typer(admin_cmd.app, name="admin")
 
 
 def _print_version(value: bool) -> None:

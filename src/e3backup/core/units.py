@@ -23,3 +23,14 @@ def parse_size(text: str) -> int:
     if not match:
         raise ValueError(f"not a size: {text!r} (examples: 65536, 256K, 1M)")
     return int(match.group(1)) * _SUFFIXES[match.group(2)]
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> int:
+    """'90s', '30m', '24h', '7d', '2w', '3600' -> seconds."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", text.lower())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"not a duration: {text!r} (examples: 30m, 24h, 7d)")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]

@@ -26,7 +26,8 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="RESTRICT"))
-    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="RESTRICT"))
+    # NULL once its agent was deleted (the job stays, disabled, for its history).
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
     name: Mapped[str] = mapped_column(String(200))
     engine: Mapped[str] = mapped_column(String(20))
 

@@ -162,7 +162,7 @@ def upgrade() -> None:
         "jobs",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
-        sa.Column("agent_id", sa.Integer(), nullable=False),
+        sa.Column("agent_id", sa.Integer(), nullable=True),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("engine", sa.String(length=20), nullable=False),
         sa.Column("source_path", sa.String(length=2000), nullable=False),
@@ -197,7 +197,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.Column("deleted_at", sa.DateTime(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["agent_id"], ["agents.id"], name=op.f("fk_jobs_agent_id_agents"), ondelete="RESTRICT"
+            ["agent_id"], ["agents.id"], name=op.f("fk_jobs_agent_id_agents"), ondelete="SET NULL"
         ),
         sa.ForeignKeyConstraint(
             ["tenant_id"],

@@ -1,0 +1,131 @@
+"""The agent API (/api/agent/*): enroll, next_run, update_run, push_events, push_logs,
+poll_commands, complete_command, report_vms, report_volumes, report_browse.
+
+Authenticated by `X-Agent-ID` / `X-Agent-Token` (except enroll). Secrets appear only here, and
+only for the agent the run or command belongs to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from e3backup.server.deps import Ctx, CurrentAgent, Db, client_ip
+from e3backup.server.schemas.agent import (
+    CompleteCommand,
+    EnrollAnswer,
+    EnrollRequest,
+    NextRunRequest,
+    Ok,
+    PollCommandsAnswer,
+    PollCommandsRequest,
+    ReportBrowse,
+    ReportVms,
+    ReportVolumes,
+)
+from e3backup.server.schemas.runs import (
+    PushEvents,
+    PushEventsAnswer,
+    PushLogs,
+    RunUpdate,
+    RunUpdateAnswer,
+)
+from e3backup.server.services import agents, claims, commands, enrollment, events, runs, vms
+from e3backup.server.services.errors import Invalid, Unauthorized
+
+router = APIRouter(prefix="/api/agent", tags=["agent"])
+
+
+@router.post("/enroll", response_model=EnrollAnswer)
+def enroll(body: EnrollRequest, request: Request, ctx: Ctx, db: Db) -> EnrollAnswer:
+    key = f"enroll:{client_ip(request)}"
+    ctx.limiter.check(key)
+    who = enrollment.AgentIdentity(body.hostname, body.os, body.arch, body.version, body.device_id)
+    try:
+        if body.enrollment_token:
+            agent, token = enrollment.enroll_with_token(db, body.enrollment_token, who)
+        elif body.email and body.password is not None:
+            agent, token = enrollment.enroll_with_password(db, body.email, body.password, who)
+        else:
+            raise Invalid("send enrollment_token, or email and password")
+    except Unauthorized:
+        ctx.limiter.failed(key)
+        raise
+    return EnrollAnswer(
+        agent_id=agent.id,
+        agent_token=token,
+        tenant_id=agent.tenant_id,
+        poll_interval_s=ctx.settings.agent_poll_interval_s,
+    )
+
+
+@router.post(
+    "/next_run",
+    responses={204: {"description": "nothing to run"}, 200: {"description": "NextRunResponse"}},
+)
+def next_run(agent: CurrentAgent, ctx: Ctx, db: Db, body: NextRunRequest | None = None) -> Any:
+    payload = claims.next_run(
+        db,
+        ctx.box,
+        agent,
+        ctx.settings.agent_reclaim_grace_s,
+        ctx.settings.agent_watchdog_timeout_s,
+    )
+    if payload is None:
+        return Response(status_code=204)
+    return payload
+
+
+@router.post("/update_run", response_model=RunUpdateAnswer)
+def update_run(body: RunUpdate, agent: CurrentAgent, db: Db) -> RunUpdateAnswer:
+    return runs.apply_update(db, agent, body)
+
+
+@router.post("/push_events", response_model=PushEventsAnswer)
+def push_events(body: PushEvents, agent: CurrentAgent, db: Db) -> PushEventsAnswer:
+    run = runs.agent_run(db, agent, body.run_id)
+    accepted, duplicates = events.push_events(db, run, body.events)
+    return PushEventsAnswer(accepted=accepted, duplicates=duplicates)
+
+
+@router.post("/push_logs", response_model=Ok)
+def push_logs(body: PushLogs, agent: CurrentAgent, db: Db) -> Ok:
+    events.push_logs(db, runs.agent_run(db, agent, body.run_id), body.lines)
+    return Ok()
+
+
+@router.post("/poll_commands", response_model=PollCommandsAnswer)
+def poll_commands(
+    agent: CurrentAgent, ctx: Ctx, db: Db, body: PollCommandsRequest | None = None
+) -> PollCommandsAnswer:
+    answer = commands.poll(db, ctx.box, agent, body.run_id if body else None)
+    return PollCommandsAnswer(**answer)
+
+
+@router.post("/complete_command", response_model=Ok)
+def complete_command(body: CompleteCommand, agent: CurrentAgent, db: Db) -> Ok:
+    commands.complete(db, agent, body.command_id, body.status, body.result, body.error)
+    return Ok()
+
+
+@router.post("/report_vms", response_model=Ok)
+def report_vms(body: ReportVms, agent: CurrentAgent, db: Db) -> Ok:
+    count = vms.report_vms(db, agent, body.vms)
+    if body.command_id is not None:
+        commands.complete(db, agent, body.command_id, "completed", {"vm_count": count})
+    return Ok()
+
+
+@router.post("/report_volumes", response_model=Ok)
+def report_volumes(body: ReportVolumes, agent: CurrentAgent, db: Db) -> Ok:
+    agents.report_volumes(db, agent, body.volumes)
+    return Ok()
+
+
+@router.post("/report_browse", response_model=Ok)
+def report_browse(body: ReportBrowse, agent: CurrentAgent, db: Db) -> Ok:
+    result = {"path": body.path, "entries": body.entries, "error": body.error}
+    status = "failed" if body.error else "completed"
+    commands.complete(db, agent, body.command_id, status, result, body.error)
+    return Ok()

@@ -1,0 +1,127 @@
+"""Client API: agents (list, detail with volumes and VMs, disable, delete), commands to them
+(browse, VM inventory refresh) and command status."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from e3backup.server.db.models import Agent, Command
+from e3backup.server.deps import Ctx, CurrentActor, Db
+from e3backup.server.schemas.agent import Ok
+from e3backup.server.schemas.client import (
+    AgentDetail,
+    AgentOut,
+    BrowseRequest,
+    CommandOut,
+    VmDiskOut,
+    VmOut,
+)
+from e3backup.server.schemas.common import Page
+from e3backup.server.services import agents, audit, commands, vms
+from e3backup.server.services.errors import NotFound
+
+router = APIRouter(prefix="/api/v1", tags=["agents"])
+BROWSE_POLL_S = 0.25
+
+
+def agent_out(agent: Agent, online_window_s: float) -> AgentOut:
+    return AgentOut.model_validate(
+        {
+            **{c: getattr(agent, c) for c in AgentOut.model_fields if c != "online"},
+            "online": agents.is_online(agent, online_window_s),
+        }
+    )
+
+
+@router.get("/agents", response_model=Page[AgentOut])
+def list_agents(
+    actor: CurrentActor,
+    ctx: Ctx,
+    db: Db,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[AgentOut]:
+    rows, total = agents.list_agents(db, actor, limit, offset)
+    window = ctx.settings.agent_online_window_s
+    return Page(items=[agent_out(a, window) for a in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/agents/{agent_id}", response_model=AgentDetail)
+def get_agent(agent_id: int, actor: CurrentActor, ctx: Ctx, db: Db) -> AgentDetail:
+    agent = agents.get_agent(db, actor, agent_id)
+    rows = vms.agent_vms(db, agent.id)
+    disks = vms.vm_disks(db, [vm.id for vm in rows])
+    vm_out = [
+        VmOut.model_validate(vm).model_copy(
+            update={"disks": [VmDiskOut.model_validate(d) for d in disks[vm.id]]}
+        )
+        for vm in rows
+    ]
+    base = agent_out(agent, ctx.settings.agent_online_window_s)
+    return AgentDetail(
+        **base.model_dump(),
+        volumes=list(agent.volumes_json or []),
+        volumes_reported_at=agent.volumes_reported_at,
+        vms=vm_out,
+    )
+
+
+@router.post("/agents/{agent_id}/disable", response_model=AgentOut)
+def disable_agent(agent_id: int, actor: CurrentActor, ctx: Ctx, db: Db) -> AgentOut:
+    agent = agents.disable_agent(db, actor, agent_id)
+    return agent_out(agent, ctx.settings.agent_online_window_s)
+
+
+@router.delete("/agents/{agent_id}", response_model=Ok)
+def delete_agent(agent_id: int, actor: CurrentActor, db: Db) -> Ok:
+    agents.delete_agent(db, actor, agent_id)
+    return Ok(status="success")
+
+
+@router.post("/agents/{agent_id}/refresh_vms", response_model=CommandOut, status_code=202)
+def refresh_vms(agent_id: int, actor: CurrentActor, ctx: Ctx, db: Db) -> CommandOut:
+    actor.require("operator")
+    agent = agents.get_agent(db, actor, agent_id)
+    command = commands.enqueue(db, ctx.box, agent=agent, type="list_vms", user_id=actor.user_id)
+    return CommandOut.model_validate(command)
+
+
+@router.post("/agents/{agent_id}/browse", responses={202: {"model": CommandOut}})
+def browse(
+    agent_id: int, body: BrowseRequest, actor: CurrentActor, ctx: Ctx, db: Db
+) -> JSONResponse:
+    """Queue browse_directory and wait up to `wait_s` (≤ 30 s) for the agent's answer; 202
+    with the command to follow when it has not answered yet."""
+    actor.require("operator")
+    agent = agents.get_agent(db, actor, agent_id)
+    command = commands.enqueue(
+        db,
+        ctx.box,
+        agent=agent,
+        type="browse_directory",
+        payload={"path": body.path},
+        user_id=actor.user_id,
+        ttl_s=120,
+    )
+    audit.record(db, actor, "agent.browse", "agent", agent.id, agent.tenant_id)
+    db.commit()
+    deadline = time.monotonic() + min(body.wait_s, ctx.settings.browse_wait_s)
+    while time.monotonic() < deadline:
+        time.sleep(BROWSE_POLL_S)
+        db.expire_all()
+        current = db.get_one(Command, command.id)
+        if current.status in ("completed", "failed"):
+            return JSONResponse(CommandOut.model_validate(current).model_dump(mode="json"))
+    return JSONResponse(CommandOut.model_validate(command).model_dump(mode="json"), status_code=202)
+
+
+@router.get("/commands/{command_id}", response_model=CommandOut)
+def get_command(command_id: int, actor: CurrentActor, db: Db) -> CommandOut:
+    command = db.get(Command, command_id)
+    if command is None or not actor.sees(command.tenant_id):
+        raise NotFound(f"command {command_id} not found")
+    return CommandOut.model_validate(command)

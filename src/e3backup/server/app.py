@@ -1,0 +1,69 @@
+"""`create_app(settings)`: the FastAPI application. Nothing runs at import; the lifespan opens
+the database and key file, migrates, and starts the background loops."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from e3backup import __version__
+from e3backup.server import background
+from e3backup.server.api import (
+    agent,
+    errors,
+    health,
+    v1_agents,
+    v1_auth,
+    v1_jobs,
+    v1_points,
+    v1_runs,
+)
+from e3backup.server.context import ServerContext
+from e3backup.server.db import migrate
+from e3backup.server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+ROUTERS = (
+    health.router,
+    agent.router,
+    v1_auth.router,
+    v1_agents.router,
+    v1_jobs.router,
+    v1_runs.router,
+    v1_points.router,
+)
+
+
+def create_app(settings: ServerSettings, ctx: ServerContext | None = None) -> FastAPI:
+    """The app; `ctx` lets tests and the CLI share an already opened context."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        context = ctx or ServerContext.open(settings)
+        migrate.upgrade(context.engine)
+        app.state.ctx = context
+        loops = background.start(context)
+        log.info("e3backup server ready (database %s)", context.engine.dialect.name)
+        try:
+            yield
+        finally:
+            loops.stop()
+            if ctx is None:
+                context.close()
+
+    app = FastAPI(
+        title="e3backup control server",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(errors.BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

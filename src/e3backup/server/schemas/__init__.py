@@ -1,0 +1,1 @@
+"""Pydantic wire models. Write models forbid unknown fields; secrets are write-only."""
