@@ -6,15 +6,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy.orm import Session
 
 from e3backup.cli.output import console, print_json
 from e3backup.cli.server_opts import DataDirOption, DbOption, JsonOption, build_settings
 from e3backup.core.errors import UsageError
 from e3backup.core.units import parse_duration
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 app = typer.Typer(help="Administer the control server's database.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Tenants.", no_args_is_help=True)

@@ -55,8 +55,9 @@ def push_events(db: Session, run: Run, events: list[EventIn]) -> tuple[int, int]
         }
         for e in events
     }
-    result = db.execute(_insert_ignoring_duplicates(db), list(rows.values()))
-    accepted = max(int(result.rowcount), 0)  # type: ignore[attr-defined]
+    # Core execution (not the ORM's bulk insert) so the driver's row count comes back.
+    result = db.connection().execute(_insert_ignoring_duplicates(db), list(rows.values()))
+    accepted = max(int(result.rowcount), 0)
     return accepted, len(events) - accepted
 
 
