@@ -55,9 +55,9 @@ def push_events(db: Session, run: Run, events: list[EventIn]) -> tuple[int, int]
         }
         for e in events
     }
-    # Core execution (not the ORM's bulk insert) so the driver's row count comes back.
-    result = db.connection().execute(_insert_ignoring_duplicates(db), list(rows.values()))
-    accepted = max(int(result.rowcount), 0)
+    # RETURNING names the rows really inserted (drivers disagree on executemany row counts).
+    statement = _insert_ignoring_duplicates(db).returning(RunEvent.event_id)
+    accepted = len(db.connection().execute(statement, list(rows.values())).all())
     return accepted, len(events) - accepted
 
 
