@@ -20,7 +20,7 @@ from e3backup.server.schemas.client import (
     VmDiskOut,
     VmOut,
 )
-from e3backup.server.schemas.common import Page
+from e3backup.server.schemas.common import IdPath, Page
 from e3backup.server.services import agents, audit, commands, vms
 from e3backup.server.services.errors import NotFound
 
@@ -51,7 +51,7 @@ def list_agents(
 
 
 @router.get("/agents/{agent_id}", response_model=AgentDetail)
-def get_agent(agent_id: int, actor: CurrentActor, ctx: Ctx, db: Db) -> AgentDetail:
+def get_agent(agent_id: IdPath, actor: CurrentActor, ctx: Ctx, db: Db) -> AgentDetail:
     agent = agents.get_agent(db, actor, agent_id)
     rows = vms.agent_vms(db, agent.id)
     disks = vms.vm_disks(db, [vm.id for vm in rows])
@@ -71,19 +71,19 @@ def get_agent(agent_id: int, actor: CurrentActor, ctx: Ctx, db: Db) -> AgentDeta
 
 
 @router.post("/agents/{agent_id}/disable", response_model=AgentOut)
-def disable_agent(agent_id: int, actor: CurrentActor, ctx: Ctx, db: Db) -> AgentOut:
+def disable_agent(agent_id: IdPath, actor: CurrentActor, ctx: Ctx, db: Db) -> AgentOut:
     agent = agents.disable_agent(db, actor, agent_id)
     return agent_out(agent, ctx.settings.agent_online_window_s)
 
 
 @router.delete("/agents/{agent_id}", response_model=Ok)
-def delete_agent(agent_id: int, actor: CurrentActor, db: Db) -> Ok:
+def delete_agent(agent_id: IdPath, actor: CurrentActor, db: Db) -> Ok:
     agents.delete_agent(db, actor, agent_id)
     return Ok(status="success")
 
 
 @router.post("/agents/{agent_id}/refresh_vms", response_model=CommandOut, status_code=202)
-def refresh_vms(agent_id: int, actor: CurrentActor, ctx: Ctx, db: Db) -> CommandOut:
+def refresh_vms(agent_id: IdPath, actor: CurrentActor, ctx: Ctx, db: Db) -> CommandOut:
     actor.require("operator")
     agent = agents.get_agent(db, actor, agent_id)
     command = commands.enqueue(db, ctx.box, agent=agent, type="list_vms", user_id=actor.user_id)
@@ -92,7 +92,7 @@ def refresh_vms(agent_id: int, actor: CurrentActor, ctx: Ctx, db: Db) -> Command
 
 @router.post("/agents/{agent_id}/browse", responses={202: {"model": CommandOut}})
 def browse(
-    agent_id: int, body: BrowseRequest, actor: CurrentActor, ctx: Ctx, db: Db
+    agent_id: IdPath, body: BrowseRequest, actor: CurrentActor, ctx: Ctx, db: Db
 ) -> JSONResponse:
     """Queue browse_directory and wait up to `wait_s` (≤ 30 s) for the agent's answer; 202
     with the command to follow when it has not answered yet."""
@@ -120,7 +120,7 @@ def browse(
 
 
 @router.get("/commands/{command_id}", response_model=CommandOut)
-def get_command(command_id: int, actor: CurrentActor, db: Db) -> CommandOut:
+def get_command(command_id: IdPath, actor: CurrentActor, db: Db) -> CommandOut:
     command = db.get(Command, command_id)
     if command is None or not actor.sees(command.tenant_id):
         raise NotFound(f"command {command_id} not found")

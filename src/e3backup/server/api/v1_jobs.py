@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from e3backup.server.deps import Ctx, CurrentActor, Db
 from e3backup.server.schemas.agent import Ok
 from e3backup.server.schemas.client import CommandOut, MaintenanceRequest
-from e3backup.server.schemas.common import Page
+from e3backup.server.schemas.common import IdPath, IdQuery, Page
 from e3backup.server.schemas.jobs import JobCreate, JobOut, JobUpdate
 from e3backup.server.schemas.runs import RunOut
 from e3backup.server.services import agents, audit, commands, jobs, runs
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/v1", tags=["jobs"])
 def list_jobs(
     actor: CurrentActor,
     db: Db,
-    agent_id: int | None = None,
+    agent_id: IdQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[JobOut]:
@@ -36,29 +36,29 @@ def create_job(body: JobCreate, actor: CurrentActor, ctx: Ctx, db: Db) -> JobOut
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(job_id: int, actor: CurrentActor, db: Db) -> JobOut:
+def get_job(job_id: IdPath, actor: CurrentActor, db: Db) -> JobOut:
     return jobs.job_out(jobs.get_job(db, actor, job_id))
 
 
 @router.patch("/jobs/{job_id}", response_model=JobOut)
-def update_job(job_id: int, body: JobUpdate, actor: CurrentActor, ctx: Ctx, db: Db) -> JobOut:
+def update_job(job_id: IdPath, body: JobUpdate, actor: CurrentActor, ctx: Ctx, db: Db) -> JobOut:
     return jobs.job_out(jobs.update_job(db, ctx.box, actor, job_id, body))
 
 
 @router.delete("/jobs/{job_id}", response_model=Ok)
-def delete_job(job_id: int, actor: CurrentActor, db: Db) -> Ok:
+def delete_job(job_id: IdPath, actor: CurrentActor, db: Db) -> Ok:
     jobs.delete_job(db, actor, job_id)
     return Ok()
 
 
 @router.post("/jobs/{job_id}/runs", response_model=RunOut, status_code=201)
-def run_now(job_id: int, actor: CurrentActor, db: Db) -> RunOut:
+def run_now(job_id: IdPath, actor: CurrentActor, db: Db) -> RunOut:
     return RunOut.model_validate(runs.start_manual_run(db, actor, job_id))
 
 
 @router.post("/jobs/{job_id}/maintenance", response_model=CommandOut, status_code=202)
 def maintenance(
-    job_id: int, body: MaintenanceRequest, actor: CurrentActor, ctx: Ctx, db: Db
+    job_id: IdPath, body: MaintenanceRequest, actor: CurrentActor, ctx: Ctx, db: Db
 ) -> CommandOut:
     """Repository check (quick) or check + forget + prune (full), run by the job's agent."""
     actor.require("operator")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from e3backup.server.db.models import Job
 from e3backup.server.deps import Ctx, CurrentActor, Db
 from e3backup.server.schemas.client import VmDiskOut, VmOut
-from e3backup.server.schemas.common import Page
+from e3backup.server.schemas.common import IdPath, IdQuery, Page
 from e3backup.server.schemas.points import BackupPointOut, RestoreRequest, RestoreStarted
 from e3backup.server.services import backup_points, restores, vms
 
@@ -24,9 +24,9 @@ Offset = Annotated[int, Query(ge=0)]
 def list_backup_points(
     actor: CurrentActor,
     db: Db,
-    job_id: int | None = None,
-    vm_id: int | None = None,
-    agent_id: int | None = None,
+    job_id: IdQuery = None,
+    vm_id: IdQuery = None,
+    agent_id: IdQuery = None,
     backup_type: TypeFilter = None,
     limit: Limit = 50,
     offset: Offset = 0,
@@ -49,7 +49,7 @@ def list_backup_points(
 def list_vms(
     actor: CurrentActor,
     db: Db,
-    agent_id: int | None = None,
+    agent_id: IdQuery = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[VmOut]:
@@ -66,7 +66,7 @@ def list_vms(
 
 @router.get("/vms/{vm_id}/backup_points")
 def vm_backup_points(
-    vm_id: int,
+    vm_id: IdPath,
     actor: CurrentActor,
     db: Db,
     backup_type: TypeFilter = None,

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from e3backup.server.deps import CurrentActor, Db
-from e3backup.server.schemas.common import Page
+from e3backup.server.schemas.common import CursorQuery, IdPath, IdQuery, Page
 from e3backup.server.schemas.runs import RunEventOut, RunLogOut, RunOut
 from e3backup.server.services import events, runs
 
@@ -19,8 +19,8 @@ router = APIRouter(prefix="/api/v1", tags=["runs"])
 def list_runs(
     actor: CurrentActor,
     db: Db,
-    job_id: int | None = None,
-    agent_id: int | None = None,
+    job_id: IdQuery = None,
+    agent_id: IdQuery = None,
     status: Annotated[str | None, Query(max_length=30)] = None,
     run_type: Annotated[str | None, Query(max_length=30)] = None,
     engine: Annotated[str | None, Query(max_length=30)] = None,
@@ -37,21 +37,21 @@ def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-def get_run(run_id: int, actor: CurrentActor, db: Db) -> RunOut:
+def get_run(run_id: IdPath, actor: CurrentActor, db: Db) -> RunOut:
     return RunOut.model_validate(runs.get_run(db, actor, run_id))
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut)
-def cancel_run(run_id: int, actor: CurrentActor, db: Db) -> RunOut:
+def cancel_run(run_id: IdPath, actor: CurrentActor, db: Db) -> RunOut:
     return RunOut.model_validate(runs.cancel_run(db, actor, run_id))
 
 
 @router.get("/runs/{run_id}/events", response_model=list[RunEventOut])
 def run_events(
-    run_id: int,
+    run_id: IdPath,
     actor: CurrentActor,
     db: Db,
-    after_event_id: Annotated[int, Query(ge=0)] = 0,
+    after_event_id: CursorQuery = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> list[RunEventOut]:
     run = runs.get_run(db, actor, run_id)
@@ -60,10 +60,10 @@ def run_events(
 
 @router.get("/runs/{run_id}/logs", response_model=list[RunLogOut])
 def run_logs(
-    run_id: int,
+    run_id: IdPath,
     actor: CurrentActor,
     db: Db,
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    after_id: CursorQuery = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> list[RunLogOut]:
     run = runs.get_run(db, actor, run_id)

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from e3backup.server.schemas.common import WriteModel
+from e3backup.server.schemas.common import Id, WriteModel
 
 
 class EnrollRequest(WriteModel):
@@ -23,9 +23,9 @@ class EnrollRequest(WriteModel):
 
 
 class EnrollAnswer(BaseModel):
-    agent_id: int
+    agent_id: Id
     agent_token: str
-    tenant_id: int
+    tenant_id: Id
     poll_interval_s: float
 
 
@@ -34,7 +34,7 @@ class NextRunRequest(WriteModel):
 
 
 class PollCommandsRequest(WriteModel):
-    run_id: int | None = None
+    run_id: Id | None = None
 
 
 class PollCommandsAnswer(BaseModel):
@@ -43,7 +43,7 @@ class PollCommandsAnswer(BaseModel):
 
 
 class CompleteCommand(WriteModel):
-    command_id: int
+    command_id: Id
     status: Literal["completed", "failed"] = "completed"
     result: dict[str, Any] | list[Any] | None = None
     error: str | None = Field(default=None, max_length=10_000)
@@ -51,7 +51,7 @@ class CompleteCommand(WriteModel):
 
 class ReportVms(WriteModel):
     vms: list[dict[str, Any]] = Field(max_length=10_000)
-    command_id: int | None = None  # the list_vms command this answers, if any
+    command_id: Id | None = None  # the list_vms command this answers, if any
 
 
 class ReportVolumes(WriteModel):
@@ -59,7 +59,7 @@ class ReportVolumes(WriteModel):
 
 
 class ReportBrowse(WriteModel):
-    command_id: int
+    command_id: Id
     path: str = Field(default="", max_length=4000)
     entries: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
     error: str | None = Field(default=None, max_length=10_000)

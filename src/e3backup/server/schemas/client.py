@@ -7,12 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from e3backup.server.schemas.common import ReadModel, WriteModel
+from e3backup.server.schemas.common import Id, ReadModel, WriteModel
 
 
 class AgentOut(ReadModel):
     id: int
-    tenant_id: int
+    tenant_id: Id
     hostname: str
     os: str
     arch: str
@@ -35,7 +35,7 @@ class VmDiskOut(ReadModel):
 
 class VmOut(ReadModel):
     id: int
-    agent_id: int
+    agent_id: Id
     vm_name: str = Field(validation_alias="name")
     vm_guid: str = Field(validation_alias="vm_uuid")
     hypervisor: str
@@ -55,7 +55,7 @@ class AgentDetail(AgentOut):
 
 class CommandOut(ReadModel):
     id: int
-    agent_id: int
+    agent_id: Id
     type: str
     status: str
     run_id: int | None
@@ -86,7 +86,7 @@ class MeOut(BaseModel):
     user_id: int | None
     email: str
     role: str
-    tenant_id: int
+    tenant_id: Id
     tenant_ids: list[int]
 
 
@@ -96,11 +96,11 @@ class LoginAnswer(MeOut):
 
 
 class TenantSwitch(WriteModel):
-    tenant_id: int
+    tenant_id: Id
 
 
 class EnrollmentTokenCreate(WriteModel):
-    tenant_id: int | None = None
+    tenant_id: Id | None = None
     expires_in_s: float | None = Field(default=86_400, gt=0, le=366 * 86_400)
     max_uses: int | None = Field(default=None, ge=1, le=1_000_000)
     description: str = Field(default="", max_length=200)
@@ -108,7 +108,7 @@ class EnrollmentTokenCreate(WriteModel):
 
 class EnrollmentTokenOut(BaseModel):
     id: int
-    tenant_id: int
+    tenant_id: Id
     token: str
     expires_at: datetime | None
     max_uses: int | None

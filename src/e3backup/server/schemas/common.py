@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from fastapi import Path, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
@@ -27,3 +28,10 @@ class Page(BaseModel, Generic[T]):
 class Message(BaseModel):
     status: str = "success"
     message: str = ""
+
+
+MAX_ID = 2**63 - 1  # the largest id any database column holds
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+CursorQuery = Annotated[int, Query(ge=0, le=MAX_ID)]

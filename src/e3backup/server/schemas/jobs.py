@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from e3backup.server.schemas.common import ReadModel, WriteModel
+from e3backup.server.schemas.common import Id, ReadModel, WriteModel
 
 Engine = Literal["disk_image", "kvm", "hyperv", "files", "sync"]
 DestType = Literal["local", "s3"]
@@ -63,7 +63,7 @@ class NotifySpec(WriteModel):
 
 class JobFields(WriteModel):
     name: str = Field(min_length=1, max_length=200)
-    agent_id: int
+    agent_id: Id
     engine: Engine
     source_path: str = Field(default="", max_length=2000)
     source_paths: list[str] = Field(default_factory=list, max_length=1000)
@@ -101,7 +101,7 @@ class JobUpdate(WriteModel):
     """Every field optional: only the fields sent change. A secret sent as null is cleared."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    agent_id: int | None = None
+    agent_id: Id | None = None
     engine: Engine | None = None
     source_path: str | None = Field(default=None, max_length=2000)
     source_paths: list[str] | None = Field(default=None, max_length=1000)
@@ -133,7 +133,7 @@ class JobUpdate(WriteModel):
 
 class JobOut(ReadModel):
     id: int
-    tenant_id: int
+    tenant_id: Id
     agent_id: int | None
     name: str
     engine: str

@@ -7,12 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from e3backup.server.schemas.common import WriteModel
+from e3backup.server.schemas.common import Id, WriteModel
 
 
 class BackupPointOut(BaseModel):
     id: int
-    run_id: int
+    run_id: Id
     job_id: int | None
     agent_id: int | None
     vm_id: int | None
@@ -40,13 +40,13 @@ class BackupPointOut(BaseModel):
 
 
 class RestoreRequest(WriteModel):
-    backup_point_id: int | None = None
-    job_id: int | None = None  # with snapshot_id, when no backup point is known
+    backup_point_id: Id | None = None
+    job_id: Id | None = None  # with snapshot_id, when no backup point is known
     snapshot_id: str | None = Field(default=None, max_length=200)
     target_path: str = Field(default="", max_length=2000)
     disk_filter: list[str] = Field(default_factory=list, max_length=1000)
     format: Literal["raw", "vhdx", "qcow2"] = "raw"
-    agent_id: int | None = None  # restore on another agent of the same tenant
+    agent_id: Id | None = None  # restore on another agent of the same tenant
 
 
 class RestoreStarted(BaseModel):
@@ -54,7 +54,7 @@ class RestoreStarted(BaseModel):
     message: str
     restore_run_id: int
     restore_run_uuid: str
-    command_id: int
+    command_id: Id
     job_id: int | None
     vm_name: str | None
     disks_to_restore: int

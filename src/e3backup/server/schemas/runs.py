@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from e3backup.server.schemas.common import ReadModel, WriteModel
+from e3backup.server.schemas.common import Id, ReadModel, WriteModel
 
 AgentStatus = Literal[
     "starting", "running", "success", "warning", "partial_success", "failed", "cancelled"
@@ -18,7 +18,7 @@ BIG = 2**62
 class RunUpdate(WriteModel):
     """Seed RunUpdate. A field left out (or null) is left alone; a 0 is stored as 0."""
 
-    run_id: int
+    run_id: Id
     status: AgentStatus | None = None
     progress_pct: float | None = Field(default=None, ge=0, le=100)
     bytes_transferred: int | None = Field(default=None, ge=0, le=BIG)
@@ -57,7 +57,7 @@ class EventIn(WriteModel):
 
 
 class PushEvents(WriteModel):
-    run_id: int
+    run_id: Id
     events: list[EventIn] = Field(max_length=1000)
 
 
@@ -73,14 +73,14 @@ class LogLineIn(WriteModel):
 
 
 class PushLogs(WriteModel):
-    run_id: int
+    run_id: Id
     lines: list[LogLineIn] = Field(max_length=5000)
 
 
 class RunOut(ReadModel):
     id: int
     uuid: str
-    tenant_id: int
+    tenant_id: Id
     job_id: int | None
     agent_id: int | None
     run_type: str
@@ -113,7 +113,7 @@ class RunOut(ReadModel):
 
 class RunEventOut(ReadModel):
     id: int
-    run_id: int
+    run_id: Id
     event_id: str
     ts: datetime
     type: str
