@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from e3backup.cli.output import console, print_json
-from e3backup.cli.server_opts import DataDirOption, DbOption, JsonOption, build_settings
+from e3backup.cli.server_opts import (
+    DataDirOption,
+    DbOption,
+    JsonOption,
+    apply_server_conventions,
+    build_settings,
+)
 from e3backup.core.errors import UsageError
 from e3backup.core.units import parse_duration
 
@@ -172,3 +178,6 @@ def enrollment_token_create(
             "max_uses": token.max_uses,
         }
     _out(doc, json_out, f"enrollment token (shown once): {secret}")
+
+
+apply_server_conventions(app)

@@ -9,7 +9,13 @@ from typing import Annotated
 import typer
 
 from e3backup.cli.output import console, print_json
-from e3backup.cli.server_opts import DataDirOption, DbOption, JsonOption, build_settings
+from e3backup.cli.server_opts import (
+    DataDirOption,
+    DbOption,
+    JsonOption,
+    apply_server_conventions,
+    build_settings,
+)
 from e3backup.core.errors import UsageError
 
 app = typer.Typer(
@@ -87,3 +93,6 @@ def migrate(
         print_json({"revision": revision, "database": context.engine.dialect.name})
     else:
         console.print(f"database at revision {revision}")
+
+
+apply_server_conventions(app)

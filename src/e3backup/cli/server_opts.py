@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
+from e3backup.cli.conventions import apply_conventions
 from e3backup.core.errors import UsageError
 from e3backup.server.settings import ServerSettings
 
@@ -38,3 +40,17 @@ def build_settings(data_dir: Path | None, db: str | None, **more: Any) -> Server
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UsageError(f"server settings: {first.get('msg', exc)}") from None
+
+
+def _every_callback(app: typer.Typer) -> set[Callable[..., Any]]:
+    found = {c.callback for c in app.registered_commands if c.callback is not None}
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            found |= _every_callback(group.typer_instance)
+    return found
+
+
+def apply_server_conventions(app: typer.Typer) -> None:
+    """The CLI's help conventions, without the repository options (these commands take
+    --data-dir/--db instead)."""
+    apply_conventions(app, without_repository=_every_callback(app))
