@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contract_world import ACCESS_KEY, REPO_PASSWORD, SECRET_KEY, assert_no_secret, make_tenant
 
 CALLERS = 20
+GRACE_S = 5
 
 
 def test_claim_progress_events_cancel(make_server) -> None:
@@ -85,14 +86,16 @@ def test_queued_run_cancels_at_once(make_server) -> None:
 
 
 def test_restarted_agent_reclaims_its_silent_run(make_server) -> None:
-    server = make_server(agent_reclaim_grace_s="1", agent_watchdog_timeout_s="600")
+    # The grace must outlast the burst of 20 callers below (a reclaimed run silent past the
+    # grace again is rightly reclaimable again); 5 s holds on a loaded 2-core machine.
+    server = make_server(agent_reclaim_grace_s=str(GRACE_S), agent_watchdog_timeout_s="600")
     acme = make_tenant(server, "acme")
     agent, other = acme.enroll("host1"), acme.enroll("host2")
     run = acme.run_now(acme.create_job(agent)["id"])
     assert agent.post("next_run").json()["reclaimed"] is False
     assert agent.post("update_run", {"run_id": run["id"], "status": "running"}).is_success
     assert agent.post("next_run").status_code == 204, "a live run is not handed out again"
-    time.sleep(1.5)  # the agent "restarted" and stayed silent past the grace period
+    time.sleep(GRACE_S + 0.5)  # the agent "restarted" and stayed silent past the grace period
     assert other.post("next_run").status_code == 204, "only its own agent may reclaim a run"
     with ThreadPoolExecutor(CALLERS) as pool:
         answers = list(pool.map(lambda _: agent.post("next_run"), range(CALLERS)))
