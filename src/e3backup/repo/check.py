@@ -22,14 +22,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from e3backup.core.errors import E3Error, IntegrityError, StorageError, UsageError
 from e3backup.repo import formats, verification
-from e3backup.repo.chunk_index import ChunkLocation
+from e3backup.repo.chunk_index import ChunkIndex, ChunkLocation
+from e3backup.repo.index_file import read_index_objects
+from e3backup.repo.index_rows import location
 from e3backup.repo.manifest import DiskRecord
 from e3backup.repo.pack import read_trailer
 from e3backup.repo.repository import Repository
-
-PackEntries = dict[bytes, list[tuple[bytes, ChunkLocation]]]
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +111,16 @@ def check_repository(
         report.scope = verification.SCOPE_FULL_DATA
         if subset is not None:
             report.scope += " " + subset.describe()
-    by_pack = _load_index(repo, report)
+    table = _load_index(repo, report)
+    indexed_packs = set(table.pack_ids)
     to_read: set[bytes] = set()
     if read_data:
-        to_read = set(by_pack) if subset is None else subset.select(list(by_pack), rng)
-    bad_blobs = _check_packs(repo, by_pack, report, to_read, on_pack)
+        to_read = indexed_packs if subset is None else subset.select(table.pack_ids, rng)
+    bad_blobs = _check_packs(repo, table, report, to_read, on_pack)
+    del table  # the repository's own index serves the snapshot checks
     if record:
         try:
-            verification.record_damaged_blobs(repo, bad_blobs, to_read, set(by_pack))
+            verification.record_damaged_blobs(repo, bad_blobs, to_read, indexed_packs)
             repo.drop_cached_index()  # reload without the damaged entries (not for dedup)
         except StorageError as exc:
             report.notes.append(f"damaged blobs not recorded: {exc}")
@@ -149,60 +154,105 @@ def _drop_orphan_records(repo: Repository, snapshot_ids: set[str]) -> None:
             repo.backend.delete(info.key)
 
 
-def _load_index(
-    repo: Repository, report: CheckReport
-) -> dict[bytes, list[tuple[bytes, ChunkLocation]]]:
-    by_pack: dict[bytes, list[tuple[bytes, ChunkLocation]]] = {}
-    for info in repo.backend.list(formats.INDEX_PREFIX):
-        try:
-            entries = repo.read_index_object(info.key)
-        except E3Error as exc:
-            report.errors.append(f"index object {info.key} is unreadable: {exc}")
-            continue
-        for chunk_id, loc in entries:
-            by_pack.setdefault(loc.pack_id, []).append((chunk_id, loc))
-    return by_pack
+class _IndexTable:
+    """Every entry of every readable index object (copies included), grouped by pack."""
+
+    def __init__(self, index: ChunkIndex) -> None:
+        self.index = index
+        self.pack_ids = index.pack_ids()
+        packs = index.column("pack")
+        self._order = np.argsort(packs, kind="stable").astype(np.uint32)
+        self._bounds = np.searchsorted(packs[self._order], np.arange(len(self.pack_ids) + 1))
+
+    def rows(self, number: int) -> npt.NDArray[np.uint32]:
+        return self._order[self._bounds[number] : self._bounds[number + 1]]
+
+    def count(self, number: int) -> int:
+        return int(self._bounds[number + 1] - self._bounds[number])
+
+    def entries(self, number: int) -> list[tuple[bytes, ChunkLocation]]:
+        records = self.index.records(self.rows(number).astype(np.int64))
+        return [(r["id"].tobytes(), location(r, self.pack_ids)) for r in records]
+
+    def pack_ends(self) -> npt.NDArray[np.int64]:
+        """The end of the last blob of every pack."""
+        ends: npt.NDArray[np.int64] = self.index.column("offset").astype(
+            np.int64
+        ) + self.index.column("length")
+        if not len(ends):
+            return ends
+        maxima: npt.NDArray[np.int64] = np.maximum.reduceat(ends[self._order], self._bounds[:-1])
+        return maxima
+
+
+def _load_index(repo: Repository, report: CheckReport) -> _IndexTable:
+    keys = [info.key for info in repo.backend.list(formats.INDEX_PREFIX)]
+    problems: dict[str, E3Error] = {}
+
+    def note(key: str, exc: E3Error) -> None:
+        problems[key] = exc
+
+    objects = read_index_objects(
+        repo.backend, repo.codec, keys, repo.backend.properties().parallelism, note
+    )
+    table = _IndexTable(ChunkIndex.from_entries(e for _, e in objects if e is not None))
+    for key in keys:
+        if key in problems:
+            report.errors.append(f"index object {key} is unreadable: {problems[key]}")
+    return table
 
 
 def _check_packs(
     repo: Repository,
-    by_pack: PackEntries,
+    table: _IndexTable,
     report: CheckReport,
     to_read: set[bytes],
     on_pack: Callable[[int, int], None] | None,
 ) -> set[tuple[bytes, bytes]]:
     """Returns the (chunk id, pack id) pairs of blobs that cannot be read intact."""
     sizes = {info.key: info.size_bytes for info in repo.backend.list(formats.PACKS_PREFIX)}
-    indexed_keys = {formats.pack_key(pack_id) for pack_id in by_pack}
+    indexed_keys = {formats.pack_key(pack_id) for pack_id in table.pack_ids}
     unindexed = len(set(sizes) - indexed_keys)
     if unindexed:
         report.notes.append(f"{unindexed} pack(s) not in any index (left by interrupted backups)")
     bad: set[tuple[bytes, bytes]] = set()
+    ends = table.pack_ends()
 
-    def check_one(item: tuple[bytes, list[tuple[bytes, ChunkLocation]]]) -> list[str]:
-        pack_id, entries = item
+    def check_one(number: int) -> list[str]:
+        pack_id = table.pack_ids[number]
         key = formats.pack_key(pack_id)
         if key not in sizes:
-            bad.update((cid, pack_id) for cid, _ in entries)
-            return [f"pack {pack_id.hex()[:16]} is missing ({len(entries)} chunks lost)"]
-        end = max(loc.offset + loc.length for _, loc in entries)
+            bad.update((cid, pack_id) for cid, _ in table.entries(number))
+            return [f"pack {pack_id.hex()[:16]} is missing ({table.count(number)} chunks lost)"]
+        end = int(ends[number])
         if end > sizes[key]:
-            bad.update((cid, pack_id) for cid, _ in entries)
+            bad.update((cid, pack_id) for cid, _ in table.entries(number))
             return [f"pack {pack_id.hex()[:16]} is truncated ({sizes[key]} < {end} bytes)"]
-        return _read_pack(repo, pack_id, entries, bad) if pack_id in to_read else []
+        if pack_id not in to_read:
+            return []
+        return _read_pack(repo, pack_id, table.entries(number), bad)
 
-    done = 0
+    total = len(table.pack_ids)
     with ThreadPoolExecutor(repo.backend.properties().parallelism) as pool:
-        for problems in pool.map(check_one, by_pack.items()):
+        for done, problems in enumerate(pool.map(check_one, range(total)), start=1):
             report.errors.extend(problems)
-            done += 1
             if on_pack is not None:
-                on_pack(done, len(by_pack))
-    report.packs_checked = len(by_pack)
+                on_pack(done, total)
+    report.packs_checked = total
     report.packs_read = len(to_read)
-    read_chunks = {cid for p in to_read for cid, _ in by_pack.get(p, ())}
-    report.chunks_verified = len(read_chunks - {cid for cid, _ in bad})
+    report.chunks_verified = _chunks_verified(table, to_read, bad)
     return bad
+
+
+def _chunks_verified(table: _IndexTable, to_read: set[bytes], bad: set[tuple[bytes, bytes]]) -> int:
+    """Distinct chunks in the packs read, minus every chunk found bad anywhere."""
+    numbers = [n for n, pack_id in enumerate(table.pack_ids) if pack_id in to_read]
+    if not numbers:
+        return 0
+    rows = np.concatenate([table.rows(n) for n in numbers]).astype(np.int64)
+    read = np.unique(table.index.canonical_rows()[rows])
+    bad_rows = table.index.find_rows(b"".join({cid for cid, _ in bad}))
+    return len(np.setdiff1d(read, bad_rows, assume_unique=False))
 
 
 def _read_pack(
@@ -268,15 +318,7 @@ def _check_disk(
         page = repo.read_chunk(page_id)
         if len(page) % formats.ID_BYTES:
             raise IntegrityError(f"index page {page_hex[:16]} has a partial entry")
-        page_missing = page_damaged = 0
-        for pos in range(0, len(page), formats.ID_BYTES):
-            chunk_id = page[pos : pos + formats.ID_BYTES]
-            if chunk_id == formats.ZERO_ID:
-                continue
-            if chunk_id in bad_chunks:
-                page_damaged += 1
-            elif chunk_id not in repo.index:
-                page_missing += 1
+        page_missing, page_damaged = _page_problems(repo, page, bad_chunks)
         produced += len(page) // formats.ID_BYTES
         if page_missing or page_damaged:
             missing += page_missing
@@ -289,3 +331,19 @@ def _check_disk(
         raise IntegrityError(
             f"disk {disk.name}: index has {produced} chunks, expected {expected} for its size"
         )
+
+
+def _page_problems(repo: Repository, page: bytes, bad_chunks: set[bytes]) -> tuple[int, int]:
+    """(missing, damaged) chunks of one disk index page, in one batched index lookup."""
+    ids = np.frombuffer(page, dtype=np.uint8).reshape(-1, formats.ID_BYTES)
+    stored = np.asarray(ids.any(axis=1), dtype=np.bool_)
+    damaged: npt.NDArray[np.bool_] = np.zeros(len(stored), dtype=np.bool_)
+    if bad_chunks:
+        damaged = np.fromiter(
+            (page[pos : pos + formats.ID_BYTES] in bad_chunks for pos in range(0, len(page), 32)),
+            dtype=np.bool_,
+            count=len(stored),
+        )
+    damaged &= stored
+    missing = stored & ~damaged & ~repo.index.contains_many(page)
+    return int(np.count_nonzero(missing)), int(np.count_nonzero(damaged))

@@ -3,17 +3,26 @@
 Roots are the snapshots plus the manifests of snapshot tombstones younger than the grace period;
 everything a root's pages name is live. A chunk referenced by a root but missing from the index
 stops prune: the repository is damaged and `check` must look first.
+
+Memory stays a few dozen bytes per chunk: the index is one ChunkIndex holding every entry (copies
+included), liveness is a bitmap over its rows, and the per-pack sums are numpy reductions; only
+the entries to repack become Python objects.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from e3backup.core.errors import IntegrityError, ObjectNotFound, SnapshotNotFound
+import numpy as np
+import numpy.typing as npt
+
+from e3backup.core.errors import IntegrityError, SnapshotNotFound
 from e3backup.repo import formats
-from e3backup.repo.chunk_index import ChunkIndex, ChunkLocation
+from e3backup.repo.chunk_index import ChunkIndex, ChunkLocation, IndexEntries
+from e3backup.repo.index_file import read_index_objects
+from e3backup.repo.index_rows import location
 from e3backup.repo.manifest import Snapshot
 from e3backup.repo.repository import Repository
 from e3backup.repo.tombstones import SnapshotTombstone, read_tombstones
@@ -47,14 +56,14 @@ def plan_prune(
 ) -> PrunePlan:
     plan = PrunePlan()
     roots = _roots(repo, now, grace_s, snap_tombs, plan)
-    by_pack, lookup = _load_index(repo, plan)
+    lookup = _load_index(repo, plan)
     plan.lookup = lookup
-    referenced = _referenced(repo, roots, lookup)
-    plan.live_chunks = len(referenced)
+    live = _referenced(repo, roots, lookup)
+    plan.live_chunks = int(np.count_nonzero(live))
     plan.stored_packs = {
         _pack_id(info.key): info.size_bytes for info in repo.backend.list(formats.PACKS_PREFIX)
     }
-    _classify(plan, by_pack, referenced, max_repack_ratio, pending)
+    _classify(plan, lookup, live, max_repack_ratio, pending)
     return plan
 
 
@@ -86,50 +95,51 @@ def _roots(
     return roots
 
 
-def _load_index(repo: Repository, plan: PrunePlan) -> tuple[dict[bytes, list[Entry]], ChunkIndex]:
+def _load_index(repo: Repository, plan: PrunePlan) -> ChunkIndex:
+    """Every entry of every index object, copies of a chunk in several packs included."""
     keys = [info.key for info in repo.backend.list(formats.INDEX_PREFIX)]
-    by_pack: dict[bytes, list[Entry]] = {}
-    lookup = ChunkIndex()
+    workers = repo.backend.properties().parallelism
 
-    def read(key: str) -> tuple[str, list[Entry]]:
-        try:
-            return key, repo.read_index_object(key)
-        except ObjectNotFound:  # superseded by a concurrent prune; its survivors are elsewhere
-            return key, []
+    def parts() -> Iterator[IndexEntries]:
+        # A missing object was superseded by a concurrent prune; its survivors are elsewhere.
+        for key, entries in read_index_objects(repo.backend, repo.codec, keys, workers):
+            if entries is not None and len(entries):
+                plan.packs_by_index_key[key] = set(entries.pack_ids)
+                yield entries
 
-    with ThreadPoolExecutor(repo.backend.properties().parallelism) as pool:
-        for key, entries in pool.map(read, keys):
-            if not entries:
-                continue
-            lookup.add_many(entries)
-            packs = plan.packs_by_index_key.setdefault(key, set())
-            for chunk_id, loc in entries:
-                packs.add(loc.pack_id)
-                by_pack.setdefault(loc.pack_id, []).append((chunk_id, loc))
-    plan.indexed_packs = set(by_pack)
-    return by_pack, lookup
+    lookup = ChunkIndex.from_entries(parts())
+    plan.indexed_packs = set(lookup.pack_ids())
+    return lookup
 
 
-def _referenced(repo: Repository, roots: list[Snapshot], lookup: ChunkIndex) -> set[bytes]:
-    referenced: set[bytes] = set()
+def _referenced(
+    repo: Repository, roots: list[Snapshot], lookup: ChunkIndex
+) -> npt.NDArray[np.bool_]:
+    """A bitmap over the index rows: True for the row of every page and chunk a root uses."""
+    live = np.zeros(lookup.row_count, dtype=bool)
+    missing: set[bytes] = set()
     for snapshot in roots:
         for disk in snapshot.disks:
             for page_hex in disk.pages:
                 page_id = bytes.fromhex(page_hex)
-                if page_id in referenced:
+                page_row = int(lookup.find_rows(page_id)[0])
+                if page_row >= 0 and live[page_row]:
                     continue  # pages dedupe across snapshots: read each once
-                referenced.add(page_id)
                 page = _read(repo, lookup, page_id, snapshot)
-                for pos in range(0, len(page), formats.ID_BYTES):
-                    referenced.add(page[pos : pos + formats.ID_BYTES])
-    referenced.discard(formats.ZERO_ID)
-    missing = sum(1 for cid in referenced if cid not in lookup)
+                live[page_row] = True
+                if len(page) % formats.ID_BYTES:
+                    raise IntegrityError(f"index page {page_hex[:16]} has a partial entry")
+                ids = np.frombuffer(page, dtype=np.uint8).reshape(-1, formats.ID_BYTES)
+                rows = lookup.find_rows(page)
+                live[rows[rows >= 0]] = True
+                absent = (rows < 0) & ids.any(axis=1)  # the all-zero id is not stored
+                missing.update(ids[i].tobytes() for i in np.flatnonzero(absent))
     if missing:
         raise IntegrityError(
-            f"{missing} referenced chunk(s) are not in the index; prune stopped without "
+            f"{len(missing)} referenced chunk(s) are not in the index; prune stopped without "
             "deleting anything (run 'check')"
         )
-    return referenced
+    return live
 
 
 def _read(repo: Repository, lookup: ChunkIndex, chunk_id: bytes, snapshot: Snapshot) -> bytes:
@@ -145,31 +155,37 @@ def _read(repo: Repository, lookup: ChunkIndex, chunk_id: bytes, snapshot: Snaps
 
 def _classify(
     plan: PrunePlan,
-    by_pack: dict[bytes, list[Entry]],
-    referenced: set[bytes],
+    lookup: ChunkIndex,
+    live: npt.NDArray[np.bool_],
     max_repack_ratio: float,
     pending: set[bytes],
 ) -> None:
-    kept_chunks: set[bytes] = set()
-    mixed: list[tuple[bytes, list[Entry]]] = []
-    for pack_id, entries in by_pack.items():
-        live = [(cid, loc) for cid, loc in entries if cid in referenced]
-        if not live:
-            plan.unindex.add(pack_id)
-            continue
-        live_bytes = sum(loc.length for _, loc in live)
-        total_bytes = sum(loc.length for _, loc in entries)
-        if live_bytes < total_bytes and live_bytes <= max_repack_ratio * total_bytes:
-            mixed.append((pack_id, live))
-        else:
-            kept_chunks.update(cid for cid, _ in live)
-    for pack_id, live in mixed:
-        copies: list[Entry] = []
-        for chunk_id, loc in live:
-            if chunk_id not in kept_chunks:  # a duplicate in a kept pack needs no copy
-                kept_chunks.add(chunk_id)
-                copies.append((chunk_id, loc))
-        plan.repack[pack_id] = copies
-        plan.unindex.add(pack_id)
+    """Per pack, from arrays over every row: no live row → unindex; mostly garbage → repack its
+    live rows (a chunk once, and not at all if a kept pack holds a copy); otherwise keep."""
+    pack_ids = lookup.pack_ids()
+    canon = lookup.canonical_rows()
+    row_live = live[canon]
+    packs = lookup.column("pack").astype(np.int64)
+    lengths = lookup.column("length").astype(np.float64)
+    count = len(pack_ids)
+    live_rows = np.bincount(packs, weights=row_live, minlength=count)
+    live_bytes = np.bincount(packs, weights=lengths * row_live, minlength=count)
+    total_bytes = np.bincount(packs, weights=lengths, minlength=count)
+    dead = live_rows == 0
+    mixed = ~dead & (live_bytes < total_bytes) & (live_bytes <= max_repack_ratio * total_bytes)
+    plan.unindex.update(pack_ids[n] for n in np.flatnonzero(dead | mixed))
+    kept = np.zeros(len(live), dtype=bool)
+    kept[canon[row_live & ~dead[packs] & ~mixed[packs]]] = True
+    # Live rows of mixed packs whose chunk no kept pack holds, in pack then row order; the
+    # first row of each chunk is copied.
+    candidates = np.flatnonzero(row_live & mixed[packs] & ~kept[canon])
+    candidates = candidates[np.argsort(packs[candidates], kind="stable")]
+    _, first = np.unique(canon[candidates], return_index=True)
+    copies = np.sort(candidates[first])
+    plan.repack = {pack_ids[n]: [] for n in np.flatnonzero(mixed)}
+    for record in lookup.records(copies):
+        plan.repack[pack_ids[int(record["pack"])]].append(
+            (record["id"].tobytes(), location(record, pack_ids))
+        )
     orphans = set(plan.stored_packs) - plan.indexed_packs - pending
     plan.unindex |= orphans

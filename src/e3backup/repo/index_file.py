@@ -112,14 +112,16 @@ def read_index_objects(
     workers: int,
     on_error: Callable[[str, E3Error], None] | None = None,
 ) -> Iterator[tuple[str, IndexEntries | None]]:
-    """(key, rows) for each key in order, None for objects that are gone (or unreadable, when
-    `on_error` takes the error instead of raising it). At most 2 x `workers` objects are
-    fetched ahead of the consumer, which bounds memory."""
+    """(key, rows) for each key in order; None for an object that is gone, or unreadable when
+    `on_error` takes the error (then it hears of gone objects too) instead of it being raised.
+    At most 2 x `workers` objects are fetched ahead of the consumer, which bounds memory."""
 
     def read(key: str) -> IndexEntries | None:
         try:
             return read_index_entries(backend, codec, key)
-        except ObjectNotFound:
+        except ObjectNotFound as exc:
+            if on_error is not None:
+                on_error(key, exc)
             return None
         except E3Error as exc:
             if on_error is None:
