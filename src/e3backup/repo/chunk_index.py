@@ -32,11 +32,12 @@ from e3backup.repo.index_rows import (
     Rows,
     as_records,
     id_words,
-    key_of,
     location,
+    record_location,
     rows_from_items,
     take_rows,
 )
+from e3backup.repo.sorted_keys import SortedKeys
 
 __all__ = ["ChunkIndex", "ChunkLocation", "IndexEntries", "Located"]
 
@@ -57,9 +58,9 @@ class ChunkIndex:
         self._pack_ids: list[bytes] = []  # append-only: pack number -> pack id
         self._pack_numbers: dict[bytes, int] = {}
         self._blocks: list[Rows] = []
+        self._records: list[npt.NDArray[Any]] = []  # the blocks as raw 49-byte records
         self._row_count = 0
-        self._keys = np.empty(0, dtype=np.uint64)  # sorted; replaced, never written in place
-        self._order = np.empty(0, dtype=np.uint32)  # row of each key
+        self._sorted = SortedKeys()  # the ids' keys in order, and the row of each
         self._recent: dict[bytes, ChunkLocation] = {}
 
     @classmethod
@@ -74,7 +75,7 @@ class ChunkIndex:
         keys.sort()
         rows = order.astype(np.uint32)
         del order
-        index._keys, index._order = index._unique_first(keys, rows)
+        index._sorted.rebuild(*index._unique_first(keys, rows))
         return index
 
     # --- adding ---------------------------------------------------------------------------------
@@ -100,7 +101,7 @@ class ChunkIndex:
     def _add_one(self, chunk_id: bytes, loc: ChunkLocation) -> None:
         if len(chunk_id) != 32:
             raise ValueError("chunk ids must be 32 bytes")
-        if chunk_id in self._recent or self._find_one(chunk_id) >= 0:
+        if chunk_id in self._recent or self._find_one(chunk_id) is not None:
             return  # the first location wins
         self._pack_number(loc.pack_id)
         self._recent[chunk_id] = loc
@@ -111,27 +112,24 @@ class ChunkIndex:
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._keys) + len(self._recent)
+            return len(self._sorted) + len(self._recent)
 
     def __contains__(self, chunk_id: bytes) -> bool:
         return self.get(chunk_id) is not None
 
     def get(self, chunk_id: bytes) -> ChunkLocation | None:
         with self._lock:
-            row = self._find_one(chunk_id)
-            if row >= 0:
-                return location(self._record(row), self._pack_ids)
+            record = self._find_one(chunk_id)
+            if record is not None:
+                return record_location(record, self._pack_ids)
             return self._recent.get(chunk_id)
 
     def locate_many(self, ids: IdsLike) -> Located:
         """Look up concatenated 32-byte ids (a disk index page, say) in one vectorized call."""
         words = id_words(ids)
         with self._lock:
-            rows = self._find(words)
-            found = rows >= 0
-            records = np.zeros(len(rows), dtype=ROW_DTYPE)
-            if found.any():
-                as_records(records)[found] = as_records(self._gather(rows[found]))
+            records = np.zeros(len(words), dtype=ROW_DTYPE)
+            found = self._find(words, records) >= 0
             if self._recent:
                 self._fill_from_recent(words, found, records)
             return Located(found, records, self._pack_ids)
@@ -147,7 +145,7 @@ class ChunkIndex:
         """Every entry (a snapshot of the index taken under the lock), in key order."""
         with self._lock:
             self._merge(None)
-            order, blocks, packs = self._order, list(self._blocks), self._pack_ids
+            order, blocks, packs = self._sorted.rows, list(self._blocks), self._pack_ids
         for start in range(0, len(order), _ITEMS_BATCH):
             rows = order[start : start + _ITEMS_BATCH].astype(np.int64)
             for record in _gather(blocks, rows):
@@ -173,7 +171,8 @@ class ChunkIndex:
         with self._lock:
             self._merge(None)
             canon = np.full(self._row_count, -1, dtype=np.int64)
-            canon[self._order] = self._order
+            order = self._sorted.rows
+            canon[order] = order
             copies = np.flatnonzero(canon < 0)
             if copies.size:
                 canon[copies] = self._find(self._gather(copies)["words"])
@@ -203,43 +202,55 @@ class ChunkIndex:
     def _record(self, row: int) -> Any:
         return self._blocks[row >> BLOCK_BITS][row & (BLOCK_ROWS - 1)]
 
+    def _record_bytes(self, row: int) -> bytes:
+        return bytes(self._records[row >> BLOCK_BITS][row & (BLOCK_ROWS - 1)])
+
     def _gather(self, rows: RowNumbers) -> Rows:
         return _gather(self._blocks, rows)
 
     def _block_fill(self, n: int) -> int:
         return min(BLOCK_ROWS, self._row_count - n * BLOCK_ROWS)
 
-    def _find_one(self, chunk_id: bytes) -> int:
-        key, keys = key_of(chunk_id), self._keys
-        pos = int(keys.searchsorted(key))
-        while pos < len(keys) and keys[pos] == key:
-            row = int(self._order[pos])
-            if self._record(row)["id"].tobytes() == chunk_id:
-                return row
-            pos += 1  # another id with the same first 8 bytes
-        return -1
+    def _find_one(self, chunk_id: bytes) -> bytes | None:
+        """The raw record of `chunk_id`, None if it is not in the sorted arrays."""
+        if not len(self._sorted):
+            return None
+        keys = self._sorted
+        pos, end, sub_key = keys.run_of(int.from_bytes(chunk_id[:8], "little"))
+        while pos < end and keys.sub[pos] == sub_key:
+            record = self._record_bytes(int(keys.rows[pos]))
+            if record[:32] == chunk_id:
+                return record
+            pos += 1  # another id with the same key bits
+        return None
 
-    def _find(self, words: npt.NDArray[np.uint64]) -> RowNumbers:
-        query = words[:, 0].astype(np.uint64)
-        keys, count = self._keys, len(self._keys)
-        rows = np.full(len(query), -1, dtype=np.int64)
-        if not count or not len(query):
-            return rows
-        pos = _search_sorted(keys, query)
-        at = np.minimum(pos, count - 1)
-        candidates = np.flatnonzero((pos < count) & (keys[at] == query))
-        cand_rows = self._order[pos[candidates]].astype(np.int64)
-        same = (self._gather(cand_rows)["words"] == words[candidates]).all(axis=1)
-        rows[candidates[same]] = cand_rows[same]
-        for i in candidates[~same]:  # rare: same first 8 bytes, other id; scan the key's run
+    def _find(self, words: npt.NDArray[np.uint64], records: Rows | None = None) -> RowNumbers:
+        """The row of each id, -1 if absent; with `records`, also fills in the hits' records."""
+        keys = self._sorted
+        found = np.full(len(words), -1, dtype=np.int64)
+        if not len(keys) or not len(words):
+            return found
+        buckets, subs = keys.split(words[:, 0].astype(np.uint64))
+        pos, end = keys.lower_bound(buckets, subs)
+        at = np.minimum(pos, len(keys) - 1)
+        candidates = np.flatnonzero((pos < end) & (keys.sub[at] == subs))
+        rows = keys.rows[pos[candidates]].astype(np.int64)
+        gathered = self._gather(rows)
+        same = (gathered["words"] == words[candidates]).all(axis=1)
+        found[candidates[same]] = rows[same]
+        if records is not None:
+            as_records(records)[candidates[same]] = as_records(gathered)[same]
+        for i in candidates[~same]:  # rare: same key bits, another id; scan the run
             p = int(pos[i]) + 1
-            while p < count and keys[p] == query[i]:
-                row = int(self._order[p])
+            while p < end[i] and keys.sub[p] == subs[i]:
+                row = int(keys.rows[p])
                 if np.array_equal(self._record(row)["words"], words[i]):
-                    rows[i] = row
+                    found[i] = row
+                    if records is not None:
+                        records[i] = self._record(row)
                     break
                 p += 1
-        return rows
+        return found
 
     def _fill_from_recent(
         self, words: npt.NDArray[np.uint64], found: npt.NDArray[np.bool_], records: Rows
@@ -262,17 +273,28 @@ class ChunkIndex:
             fill = self._row_count & (BLOCK_ROWS - 1)
             if fill == 0 and self._row_count == len(self._blocks) * BLOCK_ROWS:
                 self._blocks.append(np.empty(min(BLOCK_ROWS, len(source) - done), ROW_DTYPE))
+                self._records.append(as_records(self._blocks[-1]))
             take = min(BLOCK_ROWS - fill, len(source) - done)
             block = self._blocks[-1]
             if fill + take > len(block):  # grow the last block (doubling, up to BLOCK_ROWS)
                 grown = np.empty(min(BLOCK_ROWS, max(2 * len(block), fill + take)), ROW_DTYPE)
                 as_records(grown)[:fill] = as_records(block)[:fill]
                 self._blocks[-1] = block = grown
+                self._records[-1] = as_records(grown)
             as_records(block)[fill : fill + take] = as_records(source)[done : done + take]
             if numbers is not None:
                 block["pack"][fill : fill + take] = numbers[source["pack"][done : done + take]]
             done += take
             self._row_count += take
+
+    def _row_keys_at(self, rows: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint64]:
+        """The keys of the given rows (one field gathered, not whole records)."""
+        keys = np.empty(len(rows), dtype=np.uint64)
+        which = rows >> BLOCK_BITS
+        for number in np.unique(which):
+            mask = which == number
+            keys[mask] = self._blocks[int(number)]["key"][rows[mask] & (BLOCK_ROWS - 1)]
+        return keys
 
     def _row_keys(self) -> npt.NDArray[np.uint64]:
         parts = [block[: self._block_fill(n)]["key"] for n, block in enumerate(self._blocks)]
@@ -295,9 +317,14 @@ class ChunkIndex:
         keys = self._gather(fresh)["key"].astype(np.uint64)
         order = np.argsort(keys)
         keys, new_rows = self._unique_first(keys[order], fresh[order].astype(np.uint32))
-        at = np.searchsorted(self._keys, keys)  # keys are sorted here
-        self._keys = np.insert(self._keys, at, keys)
-        self._order = np.insert(self._order, at, new_rows)
+        if not self._sorted.needs_rebuild(len(self._sorted) + len(keys)):
+            self._sorted.insert(keys, new_rows)
+            return
+        old_rows = self._sorted.rows
+        all_keys = np.concatenate([self._row_keys_at(old_rows), keys])
+        all_rows = np.concatenate([old_rows, new_rows])
+        order = np.argsort(all_keys)
+        self._sorted.rebuild(all_keys[order], all_rows[order])
 
     def _unique_first(
         self, keys: npt.NDArray[np.uint64], rows: npt.NDArray[np.uint32]
@@ -321,17 +348,6 @@ class ChunkIndex:
         keep = np.ones(len(keys), dtype=bool)
         keep[positions[by_id[repeat]]] = False
         return keys[keep], rows[keep]
-
-
-def _search_sorted(keys: npt.NDArray[np.uint64], query: npt.NDArray[np.uint64]) -> RowNumbers:
-    """np.searchsorted, with the queries sorted first: each search then starts where the last
-    one ended, which is several times faster for large batches."""
-    if len(query) < 64:
-        return np.searchsorted(keys, query)
-    order = np.argsort(query)
-    pos = np.empty(len(query), dtype=np.int64)
-    pos[order] = np.searchsorted(keys, query[order])
-    return pos
 
 
 def _gather(blocks: list[Rows], rows: RowNumbers) -> Rows:

@@ -8,6 +8,7 @@ for full-id comparisons without per-row Python work.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,15 @@ ROW_DTYPE = np.dtype(
 # Whole-record copies go through this plain view: numpy copies a structured dtype with
 # overlapping fields field by field, two orders of magnitude slower.
 _RECORD = np.dtype(("V", ROW_DTYPE.itemsize))
+
+
+_TAIL = struct.Struct("<IBIII")  # the fields after the id, as stored in a row
+
+
+def record_location(record: bytes, pack_ids: list[bytes]) -> ChunkLocation:
+    """The ChunkLocation of one row's raw 49 bytes (faster than field access for one row)."""
+    pack, blob_type, offset, length, raw = _TAIL.unpack_from(record, formats.ID_BYTES)
+    return ChunkLocation(pack_ids[pack], blob_type, offset, length, raw)
 
 
 def as_records(rows: Rows) -> npt.NDArray[Any]:

@@ -72,13 +72,12 @@ def test_merge_threshold_crossing(monkeypatch: pytest.MonkeyPatch) -> None:
     ids = [os.urandom(32) for _ in range(10)]
     for n, cid in enumerate(ids[:3]):
         index.add(cid, _loc(n))
-    assert len(index._recent) == 3 and len(index._keys) == 0
+    assert len(index._recent) == 3 and len(index._sorted) == 0
     index.add(ids[3], _loc(3))  # the 4th addition merges
-    assert len(index._recent) == 0 and len(index._keys) == 4
+    assert len(index._recent) == 0 and len(index._sorted) == 4
     for n, cid in enumerate(ids[4:], start=4):
         index.add(cid, _loc(n))
-    assert len(index._keys) == 8 and len(index._recent) == 2
-    assert list(index._keys) == sorted(index._keys)
+    assert len(index._sorted) == 8 and len(index._recent) == 2
     for n, cid in enumerate(ids):
         assert index.get(cid) == _loc(n)
 
@@ -96,6 +95,19 @@ def test_ids_sharing_a_prefix_are_distinguished(threshold: int) -> None:
     assert index.get(prefix + b"\x42" * 24) is None
     assert index.get(b"\x01" + prefix[1:] + os.urandom(24)) is None
     assert len(dict(index.items())) == len(ids)
+
+
+def test_ids_differing_only_in_low_key_bits(threshold: int) -> None:
+    """Keys equal but for their lowest bits land in one bucket with one sub-key: a run."""
+    ids = [bytes([n]) + b"\x11" * 7 + os.urandom(24) for n in range(60)]
+    index = ChunkIndex()
+    index.add_many([(cid, _loc(n)) for n, cid in enumerate(ids[:30])])
+    for n, cid in enumerate(ids[30:50], start=30):
+        index.add(cid, _loc(n))
+    for n, cid in enumerate(ids[:50]):
+        assert index.get(cid) == _loc(n)
+    _assert_batch_matches_single(index, ids)
+    assert dict(index.items()) == {cid: _loc(n) for n, cid in enumerate(ids[:50])}
 
 
 def test_extreme_ids(threshold: int) -> None:

@@ -1,0 +1,78 @@
+"""One measured operation on a scale-bench repository, in a fresh process (see scale_bench.py).
+
+    python bench/scale_child.py open|check|prune REPO_DIR SAMPLE_IDS_FILE
+
+Prints one JSON object: wall seconds of the operation, the process's VmRSS before and after,
+and its VmHWM (peak RSS). Uses only APIs that the code before the index rework has too, so
+`PYTHONPATH=<old checkout>/src` measures the old code on the same repository.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import e3backup
+from e3backup.repo.check import check_repository
+from e3backup.repo.gc import PruneOptions, prune
+from e3backup.repo.repository import Repository
+from e3backup.storage.local import LocalBackend
+
+PASSWORD = "bench-password-not-secret"
+PAGE = 1024  # ids per batched lookup: one disk index page
+
+
+def status_kib(field: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(text.split(f"{field}:")[1].split()[0])
+
+
+def measure_open(repo: Repository, sample: bytes) -> dict[str, Any]:
+    rss_before = status_kib("VmRSS")
+    started = time.monotonic()
+    index = repo.index
+    doc: dict[str, Any] = {
+        "seconds": time.monotonic() - started,
+        "chunks": len(index),
+        "index_bytes": (status_kib("VmRSS") - rss_before) * 1024,
+        "peak_rss": status_kib("VmHWM") * 1024,
+    }
+    ids = [sample[i : i + 32] for i in range(0, len(sample), 32)]
+    started = time.monotonic()
+    found = sum(1 for chunk_id in ids if index.get(chunk_id) is not None)
+    doc["single_per_s"] = len(ids) / (time.monotonic() - started)
+    doc["single_found"] = found == len(ids)
+    if hasattr(index, "locate_many"):
+        started = time.monotonic()
+        found = 0
+        for pos in range(0, len(sample), PAGE * 32):
+            found += int(index.locate_many(sample[pos : pos + PAGE * 32]).found.sum())
+        doc["batched_per_s"] = len(ids) / (time.monotonic() - started)
+        doc["batched_found"] = found == len(ids)
+    return doc
+
+
+def main() -> None:
+    operation, root, sample_file = sys.argv[1], sys.argv[2], sys.argv[3]
+    repo = Repository.open(LocalBackend(root), PASSWORD)
+    doc: dict[str, Any] = {"code": str(Path(e3backup.__file__).parents[1])}
+    if operation == "open":
+        doc.update(measure_open(repo, Path(sample_file).read_bytes()))
+    else:
+        started = time.monotonic()
+        if operation == "check":
+            report = check_repository(repo)
+            doc.update(ok=report.ok, errors=report.errors[:3], packs=report.packs_checked)
+        else:
+            pruned = prune(repo, PruneOptions(dry_run=True))
+            doc.update(unindexed=pruned.packs_unindexed, repacked=pruned.packs_repacked)
+        doc["seconds"] = time.monotonic() - started
+        doc["peak_rss"] = status_kib("VmHWM") * 1024
+    print(json.dumps(doc))
+
+
+if __name__ == "__main__":
+    main()
