@@ -1,5 +1,5 @@
-"""Scale: a repository with 200 snapshots of a changing image opens, lists, checks and prunes
-in bounded memory.
+"""Scale: a repository with 200 snapshots of a changing image, and one with a million chunks,
+open, list, check and prune in bounded memory.
 
 The repository is built through the library API (a small image, a few chunks changed per
 snapshot); opening, listing, checking, `forget --keep-last 50` and prune (grace 0, run twice:
@@ -25,6 +25,7 @@ from e3backup.engines.image_backup import ImageBackupOptions, backup_image
 from e3backup.repo.repository import Repository
 from e3backup.sources.image import RawImageReader
 from e3backup.storage.local import LocalBackend
+from fixtures.scale_repo import FILLER, PER_PACK, build_scale_repo
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -121,3 +122,85 @@ def test_200_snapshots_open_list_check_and_prune_in_bounded_memory(
     assert doc["ok_after"], doc["errors_after"]
     assert doc["restored_ok"]
     assert peak_rss < RSS_BOUND_MIB * MiB
+
+
+INDEX_CHUNKS = 1_000_000
+INDEX_RSS_BOUND_MIB = 640  # two indexes of ~61 B/chunk, check and prune arrays, interpreter
+
+INDEX_CHILD = textwrap.dedent(
+    """
+    import json, os, sys
+    import numpy as np
+    from e3backup.repo import formats
+    from e3backup.repo.check import check_repository
+    from e3backup.repo.gc import PruneOptions, prune
+    from e3backup.repo.repository import Repository
+    from e3backup.storage.local import LocalBackend
+    root, chunks, seed, per_pack, filler = sys.argv[1], *map(int, sys.argv[2:6])
+    ids = np.random.default_rng(seed).integers(0, 256, size=(chunks, 32), dtype=np.uint8)
+    repo = Repository.open(LocalBackend(root), "pw")
+    index = repo.index
+    picked = np.arange(0, chunks, 7)
+    located = index.locate_many(ids[picked].tobytes())
+    pack_of = located.rows["pack"]
+    same_pack = pack_of[:-1] == pack_of[1:]
+    expect_same = picked[:-1] // per_pack == picked[1:] // per_pack
+    singles = [index.get(ids[n].tobytes()) for n in picked[::50]]
+    absent = index.locate_many(np.random.default_rng(1).bytes(32 * 100_000)).found
+    doc = {
+        "chunks": len(index),
+        "all_found": bool(located.found.all()),
+        "offsets_ok": bool(np.array_equal(located.rows["offset"], (picked % per_pack) * filler)),
+        "lengths_ok": bool((located.rows["length"] == filler).all()),
+        "packs_ok": bool(np.array_equal(same_pack, expect_same)),
+        "single_equals_batched": singles == [located.get(i) for i in range(0, len(picked), 50)],
+        "absent_found": int(absent.sum()),
+    }
+    report = check_repository(repo)
+    doc.update(ok=report.ok, errors=report.errors[:3], packs_checked=report.packs_checked)
+    planned = prune(repo, PruneOptions(dry_run=True, max_repack_ratio=0.0))
+    pruned = prune(repo, PruneOptions(max_repack_ratio=0.0))
+    repo = Repository.open(LocalBackend(root), "pw")
+    after = check_repository(repo)
+    live = repo.index.locate_many(ids[: int(chunks * 0.95)].tobytes()).found
+    doc.update(planned=planned.packs_unindexed, unindexed=pruned.packs_unindexed,
+               repacked=pruned.packs_repacked, chunks_after=len(repo.index), ok_after=after.ok,
+               errors_after=after.errors[:3], live_after=bool(live.all()))
+    status = open("/proc/self/status").read().split("VmHWM:")[1].split()
+    doc["peak_rss"] = int(status[0]) * 1024
+    print(json.dumps(doc))
+    """
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_a_million_chunk_index_opens_looks_up_checks_and_prunes_in_bounded_memory(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    """~1M chunks (≈128 GiB of data) in real index objects, packs and snapshots (see
+    tests/fixtures/scale_repo.py for what is synthetic): every looked-up location is exact,
+    check finds nothing wrong, prune unindexes exactly the garbage packs, all in one child
+    process whose peak RSS stays bounded."""
+    root = tmp_path / "repo"
+    built = build_scale_repo(root, INDEX_CHUNKS, "pw", seed=8)
+    args = [str(root), str(INDEX_CHUNKS), "8", str(PER_PACK), str(FILLER)]
+    child = subprocess.run(
+        [sys.executable, "-c", INDEX_CHILD, *args], capture_output=True, text=True, check=False
+    )
+    assert child.returncode == 0, child.stderr
+    doc = json.loads(child.stdout)
+    record_property("peak_rss_bytes", doc["peak_rss"])
+    print(f"\n{INDEX_CHUNKS:,}-chunk index: peak RSS {doc['peak_rss'] / MiB:.0f} MiB")
+    pages = doc["chunks"] - INDEX_CHUNKS
+    assert 0 < pages < INDEX_CHUNKS // 1000
+    assert doc["all_found"] and doc["offsets_ok"] and doc["lengths_ok"] and doc["packs_ok"]
+    assert doc["single_equals_batched"]
+    assert doc["absent_found"] == 0
+    assert doc["ok"], doc["errors"]
+    assert doc["packs_checked"] > INDEX_CHUNKS // PER_PACK
+    assert doc["planned"] == doc["unindexed"] == built.garbage_packs
+    assert doc["repacked"] == 0
+    assert doc["chunks_after"] == doc["chunks"] - built.garbage_chunks
+    assert doc["ok_after"], doc["errors_after"]
+    assert doc["live_after"]
+    assert doc["peak_rss"] < INDEX_RSS_BOUND_MIB * MiB
