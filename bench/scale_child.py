@@ -1,6 +1,6 @@
 """One measured operation on a scale-bench repository, in a fresh process (see scale_bench.py).
 
-    python bench/scale_child.py open|check|prune REPO_DIR SAMPLE_IDS_FILE
+    python bench/scale_child.py open|check|prune|touch REPO_DIR SAMPLE_IDS_FILE
 
 Prints one JSON object: wall seconds of the operation, the process's VmRSS before and after,
 and its VmHWM (peak RSS). Uses only APIs that the code before the index rework has too, so
@@ -57,6 +57,11 @@ def measure_open(repo: Repository, sample: bytes) -> dict[str, Any]:
 
 def main() -> None:
     operation, root, sample_file = sys.argv[1], sys.argv[2], sys.argv[3]
+    if operation == "touch":  # what first writes to fresh memory cost on this machine
+        started = time.monotonic()
+        bytearray(b"\1") * (256 * 1024 * 1024)
+        print(json.dumps({"code": "", "ms_per_mib": (time.monotonic() - started) * 1000 / 256}))
+        return
     repo = Repository.open(LocalBackend(root), PASSWORD)
     doc: dict[str, Any] = {"code": str(Path(e3backup.__file__).parents[1])}
     if operation == "open":

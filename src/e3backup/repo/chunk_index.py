@@ -272,15 +272,12 @@ class ChunkIndex:
         while done < len(source):
             fill = self._row_count & (BLOCK_ROWS - 1)
             if fill == 0 and self._row_count == len(self._blocks) * BLOCK_ROWS:
-                self._blocks.append(np.empty(min(BLOCK_ROWS, len(source) - done), ROW_DTYPE))
+                # Full capacity at once: pages are only resident once written, and a block
+                # never grows by copying (first touches of memory are what loading costs).
+                self._blocks.append(np.empty(BLOCK_ROWS, ROW_DTYPE))
                 self._records.append(as_records(self._blocks[-1]))
             take = min(BLOCK_ROWS - fill, len(source) - done)
             block = self._blocks[-1]
-            if fill + take > len(block):  # grow the last block (doubling, up to BLOCK_ROWS)
-                grown = np.empty(min(BLOCK_ROWS, max(2 * len(block), fill + take)), ROW_DTYPE)
-                as_records(grown)[:fill] = as_records(block)[:fill]
-                self._blocks[-1] = block = grown
-                self._records[-1] = as_records(grown)
             as_records(block)[fill : fill + take] = as_records(source)[done : done + take]
             if numbers is not None:
                 block["pack"][fill : fill + take] = numbers[source["pack"][done : done + take]]

@@ -20,6 +20,7 @@ I64 = npt.NDArray[np.int64]
 
 _KEYS_PER_BUCKET = 16
 _LOW32 = np.uint64(0xFFFFFFFF)
+_SLICE = 1 << 20
 
 
 def _bits_for(count: int) -> int:
@@ -55,7 +56,10 @@ class SortedKeys:
         directory[:-1] = np.searchsorted(keys, np.asarray(bounds, dtype=np.uint64))
         directory[-1] = len(keys)
         self.directory, self.rows = directory, rows
-        self.sub = ((keys >> np.uint64(32 - bits)) & _LOW32).astype(np.uint32)
+        self.sub = np.empty(len(keys), dtype=np.uint32)
+        for start in range(0, len(keys), _SLICE):  # in slices: no key-sized temporaries
+            part = keys[start : start + _SLICE]
+            self.sub[start : start + _SLICE] = (part >> np.uint64(32 - bits)) & _LOW32
 
     def needs_rebuild(self, count: int) -> bool:
         return _bits_for(count) >= self.bits + 2  # buckets four times their planned size
