@@ -68,15 +68,24 @@ class ChunkIndex:
         """Bulk load: append every part's rows, then sort once (parts are consumed one at a
         time, so a generator keeps memory to the index plus one part)."""
         index = cls()
-        for part in parts:
-            index._append(part)
-        keys = index._row_keys()
-        order = np.argsort(keys)
-        keys.sort()
-        rows = order.astype(np.uint32)
-        del order
-        index._sorted.rebuild(*index._unique_first(keys, rows))
+        index.add_bulk(parts)
         return index
+
+    def add_bulk(self, parts: Iterable[IndexEntries]) -> None:
+        """Add many decoded index objects at once: into an empty index with one sort, else with
+        one merge (the lock is held while `parts` is consumed)."""
+        with self._lock:
+            if len(self._sorted) or self._recent:
+                self._merge(parts)
+                return
+            for part in parts:
+                self._append(part)
+            keys = self._row_keys()
+            order = np.argsort(keys)
+            keys.sort()
+            rows = order.astype(np.uint32)
+            del order
+            self._sorted.rebuild(*self._unique_first(keys, rows))
 
     # --- adding ---------------------------------------------------------------------------------
 
@@ -96,7 +105,7 @@ class ChunkIndex:
     def add_entries(self, entries: IndexEntries) -> None:
         """Add decoded index entries in one merge (recent single additions go first)."""
         with self._lock:
-            self._merge(entries)
+            self._merge([entries])
 
     def _add_one(self, chunk_id: bytes, loc: ChunkLocation) -> None:
         if len(chunk_id) != 32:
@@ -106,7 +115,7 @@ class ChunkIndex:
         self._pack_number(loc.pack_id)
         self._recent[chunk_id] = loc
         if len(self._recent) >= _MERGE_THRESHOLD:
-            self._merge(None)
+            self._merge()
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -144,7 +153,7 @@ class ChunkIndex:
     def items(self) -> Iterator[tuple[bytes, ChunkLocation]]:
         """Every entry (a snapshot of the index taken under the lock), in key order."""
         with self._lock:
-            self._merge(None)
+            self._merge()
             order, blocks, packs = self._sorted.rows, list(self._blocks), self._pack_ids
         for start in range(0, len(order), _ITEMS_BATCH):
             rows = order[start : start + _ITEMS_BATCH].astype(np.int64)
@@ -163,13 +172,13 @@ class ChunkIndex:
         """The row each id resolves to, -1 where it is not indexed."""
         words = id_words(ids)
         with self._lock:
-            self._merge(None)
+            self._merge()
             return self._find(words)
 
     def canonical_rows(self) -> RowNumbers:
         """For every row, the row its id resolves to (itself unless it is a later copy)."""
         with self._lock:
-            self._merge(None)
+            self._merge()
             canon = np.full(self._row_count, -1, dtype=np.int64)
             order = self._sorted.rows
             canon[order] = order
@@ -181,7 +190,7 @@ class ChunkIndex:
     def column(self, name: str) -> npt.NDArray[Any]:
         """One field ('pack', 'length', …) of every row, in row order."""
         with self._lock:
-            self._merge(None)
+            self._merge()
             parts = [block[: self._block_fill(n)][name] for n, block in enumerate(self._blocks)]
         return np.concatenate(parts) if parts else np.empty(0, dtype=ROW_DTYPE[name])
 
@@ -299,16 +308,16 @@ class ChunkIndex:
             return np.empty(0, dtype=np.uint64)
         return np.concatenate(parts).astype(np.uint64, copy=False)
 
-    def _merge(self, extra: IndexEntries | None) -> None:
-        """Fold the recent additions, then `extra`, into the sorted arrays."""
-        if not self._recent and (extra is None or not len(extra)):
-            return
+    def _merge(self, extra: Iterable[IndexEntries] = ()) -> None:
+        """Fold the recent additions, then the `extra` parts, into the sorted arrays."""
         first_row = self._row_count
         if self._recent:  # their packs are numbered already
             self._append_rows(rows_from_items(self._recent.items(), self._pack_numbers), None)
             self._recent = {}
-        if extra is not None:
-            self._append(extra)
+        for part in extra:
+            self._append(part)
+        if self._row_count == first_row:
+            return
         rows = np.arange(first_row, self._row_count, dtype=np.int64)
         fresh = rows[self._find(self._gather(rows)["words"]) < 0]  # copies of known ids: unindexed
         keys = self._gather(fresh)["key"].astype(np.uint64)
