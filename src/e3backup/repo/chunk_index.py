@@ -1,17 +1,18 @@
 """The in-memory chunk index: chunk id → (pack, offset, length), compact and vectorized.
 
-Layout, about 61 bytes per chunk and no Python object per entry:
+Layout, about 58 bytes per chunk and no Python object per entry:
 - rows: every entry as a 49-byte record (repo/index_rows.py) in blocks of 2**20 rows that never
   move once written, so adding never copies what is indexed and `items()` needs no copy;
-- a sorted array of native-endian uint64 keys (the first 8 id bytes) and the row of each key
-  (uint32): a lookup is one binary search plus a full-id comparison, and a whole page of ids is
-  looked up in one vectorized call (`locate_many`);
+- sorted keys (repo/sorted_keys.py): the first 8 id bytes as a native-endian integer, kept as a
+  bucket directory plus a uint32 per id, and the row of each (uint32). A lookup is a few cached
+  steps plus a full-id comparison, and a whole page of ids is looked up in one vectorized call
+  (`locate_many`);
 - single additions wait in a small dict and are merged in batches: a batch is sorted on its own
   and merged into the sorted arrays, O(n + m log m), never a re-sort of everything.
 
 Duplicates: the first location added for an id wins; later ones are ignored by lookups. Rows
-added through the array APIs (`from_entries`, `add_entries`) are all kept, copies included,
-because prune must see every copy of a chunk (`canonical_rows`, `column`).
+added through the array APIs (`from_entries`, `add_entries`, `add_bulk`) are all kept, copies
+included, because prune must see every copy of a chunk (`canonical_rows`, `column`).
 """
 
 from __future__ import annotations
