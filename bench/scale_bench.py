@@ -155,13 +155,13 @@ def main() -> None:
             *machine_lines(),
             f"- repository: real encrypted local repository; index objects of {PER_INDEX} "
             f"entries, packs of {PER_PACK} entries, {SNAPSHOTS} snapshots naming "
-            f"{1 - GARBAGE:.0%} of the chunks; data blobs are {FILLER}-byte filler (see the "
-            "bench's docstring for what is synthetic)",
+            f"{1 - GARBAGE:.0%} of the chunks; data blobs are {FILLER}-byte filler "
+            "(tests/fixtures/scale_repo.py says what is synthetic)",
             "- each operation in its own child process; peak RSS = VmHWM; B/chunk = RSS growth "
             "while loading the index / chunks; before = the code before the rework",
             f"- first writes to fresh memory cost {touch['ms_per_mib']:.1f} ms/MiB on this VM "
-            "(host-side page faults; ~0.3 ms/MiB on bare metal): opening 10M chunks touches "
-            "~0.8 GiB, so a large part of the open time here is that cost",
+            "at the time of the run (host-side page faults; it varied from 1.5 to 23 ms/MiB "
+            "during the day); opening 10M chunks writes ~0.8 GiB",
         ]
         write_section(args.results_file, "scale", [title, table, "\n".join(targets)], setup)
 
