@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from e3backup.core.cancel import CancelToken
-from e3backup.core.errors import CancelledError
+from e3backup.core.errors import CancelledError, IntegrityError
 from e3backup.engines.image_backup import ImageBackupOptions, backup_image, restore_disk
 from e3backup.engines.progress import Progress
 from e3backup.repo import formats
@@ -297,3 +297,18 @@ def test_cancelled_restore_leaves_no_target(repo: Repository, tmp_path: Path) ->
         restore_disk(repo, snapshot, None, target, progress=cancel, cancel=token)
     assert not target.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["disk.img"]
+
+
+def test_truncated_pack_is_an_integrity_error_naming_the_pack(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """A pack shorter than the index says is damage (exit 13), on every backend, not a storage
+    failure (exit 20)."""
+    snapshot = _backup(repo, _write(tmp_path / "disk.img", bytearray(os.urandom(SIZE))))
+    [pack] = [info for info in repo.backend.list(formats.PACKS_PREFIX)]
+    repo.backend.put(pack.key, repo.backend.get(pack.key, 0, pack.size_bytes // 2))
+    target = tmp_path / "restored.img"
+    with pytest.raises(IntegrityError, match="truncated") as excinfo:
+        restore_disk(repo, snapshot, None, target)
+    assert pack.key.rsplit("/", 1)[1][:16] in str(excinfo.value)
+    assert not target.exists()
