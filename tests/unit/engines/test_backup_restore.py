@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -12,14 +13,17 @@ import pytest
 
 from e3backup.core.cancel import CancelToken
 from e3backup.core.errors import CancelledError, IntegrityError
+from e3backup.engines import image_backup
 from e3backup.engines.image_backup import ImageBackupOptions, backup_image, restore_disk
 from e3backup.engines.progress import Progress
 from e3backup.repo import formats
 from e3backup.repo.check import check_repository
 from e3backup.repo.manifest import Snapshot
 from e3backup.repo.repository import Repository
+from e3backup.repo.session import WriteSession
 from e3backup.sources.image import RawImageReader
 from e3backup.storage.backend import Backend
+from e3backup.storage.factory import wrap_backend
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -312,3 +316,34 @@ def test_truncated_pack_is_an_integrity_error_naming_the_pack(
         restore_disk(repo, snapshot, None, target)
     assert pack.key.rsplit("/", 1)[1][:16] in str(excinfo.value)
     assert not target.exists()
+
+
+def test_cancel_while_uploading_stops_the_throttled_uploads(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancel after the whole disk was read, while every pack still waits for the bandwidth
+    limit: the backup stops without sitting out the uploads and writes no snapshot."""
+    image = _image_bytes()
+    path = _write(tmp_path / "disk.img", image)
+    previous = _backup(repo, path)
+    _write(path, bytearray(os.urandom(SIZE)))  # all new: ~8 MiB to upload
+    limit_kibps = 256  # 32 s for the new data; four 2 MiB packs, all in flight at once
+    throttled = Repository.open(wrap_backend(repo.backend, upload_limit_kibps=limit_kibps), "pw")
+    monkeypatch.setattr(
+        image_backup, "WriteSession", functools.partial(WriteSession, pack_target_bytes=2 * MiB)
+    )
+    token = CancelToken()
+    phases: list[str] = []
+
+    def cancel_when_uploading(p: Progress) -> None:
+        phases.append(p.current_item)
+        if p.current_item.endswith(": uploading"):
+            token.cancel("cancelled while uploading")
+
+    packs_before = {info.key for info in repo.backend.list(formats.PACKS_PREFIX)}
+    with pytest.raises(CancelledError, match="while uploading"):
+        _backup(throttled, path, progress=cancel_when_uploading, cancel=token)
+    assert phases[-1] == f"{path}: uploading"
+    stored = [i for i in repo.backend.list(formats.PACKS_PREFIX) if i.key not in packs_before]
+    assert sum(i.size_bytes for i in stored) < SIZE // 2  # the cancel came before the uploads
+    _assert_consistent_after_cancel(repo, previous, image, tmp_path)
