@@ -153,6 +153,8 @@ class DiskRestore:
             data = memoryview(self.repo.read_pack_range(run.pack_id, run.start, size))
             written = 0
             for disk_offset, chunk_id, loc in run.items:
+                if self.cancel.cancelled:
+                    return  # the target is aborted: writing the rest of the run is wasted
                 rel = loc.offset - run.start
                 plain = self.repo.decode_chunk(data[rel : rel + loc.length], chunk_id, loc)
                 target.write(disk_offset, plain)

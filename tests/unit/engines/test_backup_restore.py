@@ -15,7 +15,9 @@ from e3backup.core.cancel import CancelToken
 from e3backup.core.errors import CancelledError, IntegrityError
 from e3backup.engines import image_backup
 from e3backup.engines.image_backup import ImageBackupOptions, backup_image, restore_disk
-from e3backup.engines.progress import Progress
+from e3backup.engines.progress import Progress, ProgressTracker
+from e3backup.engines.restore import DiskRestore
+from e3backup.engines.restore_targets import RestoreTarget, open_target
 from e3backup.repo import formats
 from e3backup.repo.check import check_repository
 from e3backup.repo.manifest import Snapshot
@@ -347,3 +349,47 @@ def test_cancel_while_uploading_stops_the_throttled_uploads(
     stored = [i for i in repo.backend.list(formats.PACKS_PREFIX) if i.key not in packs_before]
     assert sum(i.size_bytes for i in stored) < SIZE // 2  # the cancel came before the uploads
     _assert_consistent_after_cancel(repo, previous, image, tmp_path)
+
+
+class _CancelOnFirstWrite:
+    """A real restore target that cancels the restore at its first write and counts the
+    writes that still arrive afterwards."""
+
+    def __init__(self, inner: RestoreTarget, token: CancelToken) -> None:
+        self._inner = inner
+        self._token = token
+        self.writes_after_cancel = 0
+        self.writes_zeros = inner.writes_zeros
+        self._lock = threading.Lock()
+
+    def write(self, offset: int, data: bytes) -> None:
+        with self._lock:
+            if self._token.cancelled:
+                self.writes_after_cancel += 1
+            self._token.cancel("cancelled at the first write")
+        self._inner.write(offset, data)
+
+    def commit(self) -> None:
+        self._inner.commit()
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+
+def test_cancel_wakes_fetches_waiting_for_the_download_limit(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fetched runs wait for the download cap before they are written: after a cancel none of
+    them may still be written (before the fix each sat out its wait, then wrote)."""
+    monkeypatch.setattr(
+        image_backup, "WriteSession", functools.partial(WriteSession, pack_target_bytes=CHUNK * 4)
+    )
+    snapshot = _backup(repo, _write(tmp_path / "disk.img", bytearray(os.urandom(SIZE))))
+    throttled = Repository.open(wrap_backend(repo.backend, download_limit_kibps=2560), "pw")
+    token = CancelToken()
+    target = _CancelOnFirstWrite(open_target(tmp_path / "restored.img", SIZE), token)
+    tracker = ProgressTracker(SIZE)
+    with token.bound(), pytest.raises(CancelledError, match="first write"):
+        DiskRestore(throttled, tracker, token).run(snapshot.disks[0], target)
+    assert target.writes_after_cancel == 0
+    assert not (tmp_path / "restored.img").exists()
