@@ -85,14 +85,15 @@ class Cli:
         assert result.returncode == 0, result.describe()
         return result
 
-    def start(self, *args: str | Path) -> subprocess.Popen[bytes]:
-        """Start a run in the background (for killing it); output is discarded."""
+    def start(self, *args: str | Path, stderr: bool = False) -> subprocess.Popen[bytes]:
+        """Start a run in the background (for killing it); output is discarded, except stderr
+        when asked for (read `proc.stderr` line by line to wait for a log line)."""
         return subprocess.Popen(
             [str(E3BACKUP), *(str(a) for a in args)],
             env=self.env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
         )
 
     # --- conveniences -----------------------------------------------------------------------

@@ -30,7 +30,7 @@ from e3backup.repo.repository import Repository
 from e3backup.storage.local import LocalBackend
 
 CHUNK = 64 * KiB
-INTEGRITY_WORDS = re.compile(r"integrity|authentication|corrupt|damaged", re.IGNORECASE)
+INTEGRITY_WORDS = re.compile(r"integrity|authentication|corrupt|damaged|truncated|missing", re.I)
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,23 @@ def test_truncated_pack_fails_the_structure_check(
     expected = sorted(built.snapshot_ids[n - 1] for n in damaged)
     assert result.json()["damaged_snapshots"] == expected
     assert "truncated" in " ".join(result.json()["errors"])
-    _assert_restores(cli, built, tmp_path, expected, exit_code=None)
+    _assert_restores(cli, built, tmp_path, expected)
+
+
+@pytest.mark.parametrize("pack_no", [1, 2])
+def test_restore_from_a_truncated_pack_is_an_integrity_error(
+    built: Built, tmp_path: Path, pack_no: int
+) -> None:
+    """Before any check recorded the damage, restore itself finds the short pack: exit 13
+    (integrity), not 20 (storage), naming the pack."""
+    cli = _damaged_copy(built, tmp_path)
+    pack = cli.repo / built.packs[pack_no - 1]
+    with open(pack, "r+b") as f:
+        f.truncate(pack.stat().st_size // 2)
+    result = cli.restore(built.snapshot_ids[pack_no - 1], tmp_path / "restored.img")
+    assert result.returncode == 13, result.describe()
+    assert "truncated" in result.stderr and pack.name[:16] in result.stderr, result.describe()
+    assert not (tmp_path / "restored.img").exists()
 
 
 def test_pack_missing_its_last_byte_fails_the_data_check(built: Built, tmp_path: Path) -> None:
@@ -224,22 +240,18 @@ def test_deleted_pack_names_the_snapshots(
     report = cli.run("repo", "check", "--json").json()
     assert report["damaged_snapshots"] == sorted(built.snapshot_ids[n - 1] for n in damaged)
     assert "missing" in " ".join(report["errors"])
-    _assert_restores(cli, built, tmp_path, report["damaged_snapshots"], exit_code=None)
+    _assert_restores(cli, built, tmp_path, report["damaged_snapshots"])
 
 
-def _assert_restores(
-    cli: Cli, built: Built, tmp_path: Path, damaged: list[str], exit_code: int | None = 13
-) -> None:
-    """Damaged snapshots fail (with `exit_code`, 13 = integrity error) naming the damaged pack
-    and leave no file; the others restore exactly."""
+def _assert_restores(cli: Cli, built: Built, tmp_path: Path, damaged: list[str]) -> None:
+    """Damaged snapshots fail with exit 13 (integrity error) naming the damaged pack and leave
+    no file; the others restore exactly."""
     for number, snapshot_id in enumerate(built.snapshot_ids, 1):
         target = tmp_path / f"restored-{number}.img"
         result = cli.restore(snapshot_id, target)
         if snapshot_id in damaged:
-            assert result.returncode != 0, result.describe()
-            if exit_code is not None:
-                assert result.returncode == exit_code, result.describe()
-                assert INTEGRITY_WORDS.search(result.stderr), result.describe()
+            assert result.returncode == 13, result.describe()
+            assert INTEGRITY_WORDS.search(result.stderr), result.describe()
             assert "Traceback" not in result.stderr, result.describe()
             named = [p.name[:16] for p in built.packs if p.name[:16] in result.stderr]
             assert named, result.describe()

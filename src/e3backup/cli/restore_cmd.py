@@ -17,12 +17,19 @@ from e3backup.engines.restore_targets import RESTORE_FORMATS
 def restore(
     ctx: typer.Context,
     snapshot: Annotated[str, typer.Argument(help="Snapshot id (or unique prefix), or 'latest'.")],
-    to: Annotated[Path, typer.Option("--to", help="Target file (created) or block device.")],
+    to: Annotated[
+        Path,
+        typer.Option("--to", help="Target file (created) or block device (written in place)."),
+    ],
     disk: Annotated[
         str | None, typer.Option("--disk", help="Disk to restore when the snapshot has several.")
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing target file.")
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace an existing regular file (never a device, pipe, directory or symlink).",
+        ),
     ] = False,
     image_format: Annotated[
         str,

@@ -41,6 +41,11 @@ class ObjectNotFound(StorageError):
     exit_code = 21
 
 
+class RangeOutsideObject(StorageError):
+    """A ranged read reaches past the end of the object: it is shorter than the caller expects
+    (the repository turns this into an `IntegrityError` for a pack its index describes)."""
+
+
 class TransientStorageError(StorageError):
     """A failure that may succeed when retried (timeout, throttling, 5xx, connection reset)."""
 

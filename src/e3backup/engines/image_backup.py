@@ -80,13 +80,20 @@ def backup_image(
     try:
         workers = options.workers or default_workers()
         engine = DiskBackup(session, tracker, cancel, workers)
-        with ThreadPoolExecutor(workers, thread_name_prefix="backup") as pool:
-            run = run_checked(engine, pool, plan, options.verify_sample_chunks)
-        record = run.record
-        warnings = [f"disk {record.name}: {record.read_plan_reason}"] if run.mismatch else []
-        warnings += reader.changes_since_open() if isinstance(reader, ChangeDetecting) else []
-        for warning in warnings:
-            log.warning("%s", warning)
+        with cancel.bound():
+            with ThreadPoolExecutor(workers, thread_name_prefix="backup") as pool:
+                run = run_checked(engine, pool, plan, options.verify_sample_chunks)
+            record = run.record
+            warnings = [f"disk {record.name}: {record.read_plan_reason}"] if run.mismatch else []
+            warnings += reader.changes_since_open() if isinstance(reader, ChangeDetecting) else []
+            for warning in warnings:
+                log.warning("%s", warning)
+            log.info("%s read; waiting for the uploads to finish", path)
+            tracker.current_item = f"{path}: uploading"
+            tracker.report()
+            session.flush()  # the upload is part of the backup: its duration counts it
+            tracker.current_item = str(path)
+            cancel.raise_if_cancelled()  # a cancel before the snapshot is written wins
         snapshot = Snapshot(
             id=new_id(),
             time=started.isoformat(),
@@ -157,6 +164,8 @@ def restore_disk(
             raise E3Error(str(exc.args[0])) from None
     tracker = ProgressTracker(disk.size_bytes, progress, current_item=disk.name)
     restore_target = open_target(Path(target), disk.size_bytes, image_format, overwrite)
-    DiskRestore(repo, tracker, cancel).run(disk, restore_target)
+    cancel = cancel or CancelToken()
+    with cancel.bound():
+        DiskRestore(repo, tracker, cancel).run(disk, restore_target)
     tracker.report()
     return disk.size_bytes

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from e3backup.core.cancel import CancelToken
+from e3backup.core.cancel import CancelToken, run_in_context
 from e3backup.core.errors import E3Error
 from e3backup.engines.progress import ProgressTracker
 from e3backup.engines.restore_targets import RestoreTarget
@@ -135,7 +135,8 @@ class DiskRestore:
                         continue
                     size = item.end - item.start
                     self.budget.acquire(size, self.cancel)
-                    pool.submit(self._fetch_and_write, target, item).add_done_callback(done)
+                    fetch = run_in_context(self._fetch_and_write)  # the bound cancel token
+                    pool.submit(fetch, target, item).add_done_callback(done)
             except BaseException:
                 self.cancel.cancel("restore stopped after an error")
                 raise
@@ -152,6 +153,8 @@ class DiskRestore:
             data = memoryview(self.repo.read_pack_range(run.pack_id, run.start, size))
             written = 0
             for disk_offset, chunk_id, loc in run.items:
+                if self.cancel.cancelled:
+                    return  # the target is aborted: writing the rest of the run is wasted
                 rel = loc.offset - run.start
                 plain = self.repo.decode_chunk(data[rel : rel + loc.length], chunk_id, loc)
                 target.write(disk_offset, plain)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import secrets
+import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -227,9 +228,43 @@ def open_target(
 
 
 def _check_file_target(target: Path, overwrite: bool) -> None:
-    if target.exists() and not overwrite:
-        raise UsageError(f"{target} exists; choose another path or pass --overwrite")
-    if target.is_dir():
-        raise UsageError(f"{target} is a directory")
+    """A file target is created or, with `overwrite`, replaces a regular file: never a device,
+    pipe, socket, directory or symlink (the rename would replace the node, not its contents)."""
+    try:
+        mode: int | None = os.lstat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None:
+        refusal = _refusal(target, mode)
+        if refusal:
+            raise UsageError(refusal)
+        if not overwrite:
+            raise UsageError(f"{target} exists; choose another path or pass --overwrite")
     if not target.parent.is_dir():
         raise UsageError(f"directory {target.parent} does not exist")
+
+
+_NODE_KINDS = {
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _refusal(target: Path, mode: int) -> str:
+    """Why an existing path cannot receive a restored file ('' for a regular file)."""
+    if stat.S_ISREG(mode):
+        return ""
+    if stat.S_ISLNK(mode):
+        return (
+            f"{target} is a symbolic link (to {os.readlink(target)}); restoring would replace "
+            "the link, not what it points to: give the real path"
+        )
+    if stat.S_ISDIR(mode):
+        return f"{target} is a directory; give a file path, e.g. {target / 'disk.img'}"
+    kind = _NODE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    return (
+        f"{target} is {kind}; a restore writes a new or existing regular file or a block "
+        "device (--overwrite replaces regular files only): choose another path"
+    )

@@ -128,7 +128,8 @@ class VmBackupJob:
         processed_before = self.tracker.bytes_processed
         self.emit(ev.VM_STARTING, vm_name=vm.name)
         try:
-            self._run_vm(vm, result)
+            with self.cancel.bound():  # storage waits (bandwidth, backoff) obey the cancel too
+                self._run_vm(vm, result)
             self.emit(
                 ev.VM_COMPLETE,
                 vm_name=vm.name,

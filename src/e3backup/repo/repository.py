@@ -12,6 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from e3backup.core.errors import (
     IntegrityError,
     ObjectNotFound,
+    RangeOutsideObject,
     RepositoryExists,
     RepositoryNotFound,
     SnapshotNotFound,
@@ -263,6 +264,8 @@ class Repository:
             data = self.backend.get(key, offset, length)
         except ObjectNotFound:
             raise IntegrityError(f"pack {pack_id.hex()[:16]} is missing ({key})") from None
+        except RangeOutsideObject as exc:
+            raise IntegrityError(f"pack {pack_id.hex()[:16]} is truncated: {exc}") from None
         if len(data) != length:
             raise IntegrityError(f"pack {pack_id.hex()[:16]} is truncated ({key})")
         return data

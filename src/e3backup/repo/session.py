@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 
 import blake3
 
+from e3backup.core.cancel import run_in_context
 from e3backup.core.errors import E3Error, IntegrityError, ObjectNotFound, StorageError
 from e3backup.core.ids import new_id
 from e3backup.repo import formats
@@ -127,7 +128,8 @@ class WriteSession:
     def _submit(self, builder: PackBuilder) -> None:
         self._slots.acquire()
         try:
-            future = self._uploads.submit(self._upload_pack, builder)
+            # In the caller's context: a cancel bound by the engine reaches the upload's waits.
+            future = self._uploads.submit(run_in_context(self._upload_pack), builder)
         except BaseException:
             self._slots.release()
             raise

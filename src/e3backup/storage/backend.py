@@ -28,7 +28,7 @@ class Backend(Protocol):
     - `put` is atomic: readers see the whole object or nothing; overwriting is allowed and
       idempotent callers rely on that.
     - `get` raises `ObjectNotFound` for a missing key; `length=None` means to the end. A range
-      past the end is an error (`StorageError`), never a short read passed off as data.
+      past the end raises `RangeOutsideObject`, never a short read passed off as data.
     - `list(prefix)` yields every object whose key starts with prefix, in no particular order.
     - `delete` of a missing key is not an error.
     """

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from stat import S_ISREG
 
-from e3backup.core.errors import ObjectNotFound, StorageError
+from e3backup.core.errors import ObjectNotFound, RangeOutsideObject, StorageError
 from e3backup.storage.backend import BackendProperties, ObjectInfo, check_key
 
 TEMP_PREFIX = ".tmp-"
@@ -60,9 +60,13 @@ class LocalBackend:
         try:
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
+                if offset < 0 or (length is not None and length < 0):
+                    raise StorageError(f"invalid range {offset}+{length} for {key}")
                 end = size if length is None else offset + length
-                if offset < 0 or end > size or end < offset:
-                    raise StorageError(f"range {offset}+{length} outside {key} ({size} bytes)")
+                if max(offset, end) > size:
+                    raise RangeOutsideObject(
+                        f"range {offset}+{length} outside {key} ({size} bytes)"
+                    )
                 f.seek(offset)
                 return f.read(end - offset)
         except (FileNotFoundError, IsADirectoryError):  # a directory is a prefix, not an object

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from e3backup.core.errors import ObjectNotFound, StorageError
+from e3backup.core.errors import ObjectNotFound, RangeOutsideObject, StorageError
 from e3backup.storage.backend import BackendProperties, ObjectInfo, check_key
 
 
@@ -56,7 +56,9 @@ class MemoryBackend:
 
 def slice_range(key: str, data: bytes, offset: int, length: int | None) -> bytes:
     """Apply the protocol's range rules to a whole object held in memory."""
+    if offset < 0 or (length is not None and length < 0):
+        raise StorageError(f"invalid range {offset}+{length} for {key}")
     end = len(data) if length is None else offset + length
-    if offset < 0 or end > len(data) or end < offset:
-        raise StorageError(f"range {offset}+{length} outside {key} ({len(data)} bytes)")
+    if max(offset, end) > len(data):
+        raise RangeOutsideObject(f"range {offset}+{length} outside {key} ({len(data)} bytes)")
     return data[offset:end]

@@ -3,6 +3,7 @@
 Only `TransientStorageError` is retried; anything else (a missing object, rejected credentials, a
 bad range) surfaces at once. Giving up re-raises the last error, so the user sees the real cause.
 Every retry is logged at WARNING: a slow or flaky store should be visible, not silently absorbed.
+Backoff waits obey the cancel token bound by the engine (`core.cancel.sleep`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from e3backup.core import cancel
 from e3backup.core.errors import TransientStorageError
 from e3backup.storage.backend import Backend, BackendProperties, ObjectInfo
 
@@ -42,7 +44,7 @@ class RetryBackend:
         inner: Backend,
         policy: RetryPolicy | None = None,
         *,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = cancel.sleep,
         clock: Callable[[], float] = time.monotonic,
         seed: int | None = None,
     ) -> None:

@@ -30,7 +30,12 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from e3backup.core.errors import ObjectNotFound, StorageError, TransientStorageError
+from e3backup.core.errors import (
+    ObjectNotFound,
+    RangeOutsideObject,
+    StorageError,
+    TransientStorageError,
+)
 from e3backup.storage.backend import BackendProperties, ObjectInfo, check_key
 
 log = logging.getLogger(__name__)
@@ -170,7 +175,7 @@ class S3Backend:
             # from the size instead.
             size = self.stat(key).size_bytes
             if offset > size:
-                raise StorageError(f"range {offset}+{length} outside {key} ({size} bytes)")
+                raise RangeOutsideObject(f"range {offset}+{length} outside {key} ({size} bytes)")
             if length == 0 or offset == size:
                 return b""
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": name}
@@ -312,7 +317,7 @@ class S3Backend:
         if code in _NOT_FOUND_CODES:
             raise ObjectNotFound(f"object not found: {key}") from exc
         if code == "InvalidRange" or status == 416:
-            raise StorageError(f"range {offset}+{length} outside {key}") from exc
+            raise RangeOutsideObject(f"range {offset}+{length} outside {key}") from exc
         if code in _AUTH_CODES or status in (401, 403):
             raise StorageError(
                 f"S3 refused access to {where} ({code}): check the access key, secret key and "
@@ -352,7 +357,7 @@ def _check_range(key: str, response: Any, body: bytes, offset: int, length: int 
         return
     if len(body) != length:
         total = content_range.rpartition("/")[2] if content_range else "?"
-        raise StorageError(f"range {offset}+{length} outside {key} ({total} bytes)")
+        raise RangeOutsideObject(f"range {offset}+{length} outside {key} ({total} bytes)")
     if content_range is not None and not content_range.startswith(
         f"bytes {offset}-{offset + length - 1}/"
     ):

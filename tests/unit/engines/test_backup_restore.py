@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -11,15 +12,20 @@ from pathlib import Path
 import pytest
 
 from e3backup.core.cancel import CancelToken
-from e3backup.core.errors import CancelledError
+from e3backup.core.errors import CancelledError, IntegrityError
+from e3backup.engines import image_backup
 from e3backup.engines.image_backup import ImageBackupOptions, backup_image, restore_disk
-from e3backup.engines.progress import Progress
+from e3backup.engines.progress import Progress, ProgressTracker
+from e3backup.engines.restore import DiskRestore
+from e3backup.engines.restore_targets import RestoreTarget, open_target
 from e3backup.repo import formats
 from e3backup.repo.check import check_repository
 from e3backup.repo.manifest import Snapshot
 from e3backup.repo.repository import Repository
+from e3backup.repo.session import WriteSession
 from e3backup.sources.image import RawImageReader
 from e3backup.storage.backend import Backend
+from e3backup.storage.factory import wrap_backend
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -297,3 +303,93 @@ def test_cancelled_restore_leaves_no_target(repo: Repository, tmp_path: Path) ->
         restore_disk(repo, snapshot, None, target, progress=cancel, cancel=token)
     assert not target.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["disk.img"]
+
+
+def test_truncated_pack_is_an_integrity_error_naming_the_pack(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """A pack shorter than the index says is damage (exit 13), on every backend, not a storage
+    failure (exit 20)."""
+    snapshot = _backup(repo, _write(tmp_path / "disk.img", bytearray(os.urandom(SIZE))))
+    [pack] = [info for info in repo.backend.list(formats.PACKS_PREFIX)]
+    repo.backend.put(pack.key, repo.backend.get(pack.key, 0, pack.size_bytes // 2))
+    target = tmp_path / "restored.img"
+    with pytest.raises(IntegrityError, match="truncated") as excinfo:
+        restore_disk(repo, snapshot, None, target)
+    assert pack.key.rsplit("/", 1)[1][:16] in str(excinfo.value)
+    assert not target.exists()
+
+
+def test_cancel_while_uploading_stops_the_throttled_uploads(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancel after the whole disk was read, while every pack still waits for the bandwidth
+    limit: the backup stops without sitting out the uploads and writes no snapshot."""
+    image = _image_bytes()
+    path = _write(tmp_path / "disk.img", image)
+    previous = _backup(repo, path)
+    _write(path, bytearray(os.urandom(SIZE)))  # all new: ~8 MiB to upload
+    limit_kibps = 256  # 32 s for the new data; four 2 MiB packs, all in flight at once
+    throttled = Repository.open(wrap_backend(repo.backend, upload_limit_kibps=limit_kibps), "pw")
+    monkeypatch.setattr(
+        image_backup, "WriteSession", functools.partial(WriteSession, pack_target_bytes=2 * MiB)
+    )
+    token = CancelToken()
+    phases: list[str] = []
+
+    def cancel_when_uploading(p: Progress) -> None:
+        phases.append(p.current_item)
+        if p.current_item.endswith(": uploading"):
+            token.cancel("cancelled while uploading")
+
+    packs_before = {info.key for info in repo.backend.list(formats.PACKS_PREFIX)}
+    with pytest.raises(CancelledError, match="while uploading"):
+        _backup(throttled, path, progress=cancel_when_uploading, cancel=token)
+    assert phases[-1] == f"{path}: uploading"
+    stored = [i for i in repo.backend.list(formats.PACKS_PREFIX) if i.key not in packs_before]
+    assert sum(i.size_bytes for i in stored) < SIZE // 2  # the cancel came before the uploads
+    _assert_consistent_after_cancel(repo, previous, image, tmp_path)
+
+
+class _CancelOnFirstWrite:
+    """A real restore target that cancels the restore at its first write and counts the
+    writes that still arrive afterwards."""
+
+    def __init__(self, inner: RestoreTarget, token: CancelToken) -> None:
+        self._inner = inner
+        self._token = token
+        self.writes_after_cancel = 0
+        self.writes_zeros = inner.writes_zeros
+        self._lock = threading.Lock()
+
+    def write(self, offset: int, data: bytes) -> None:
+        with self._lock:
+            if self._token.cancelled:
+                self.writes_after_cancel += 1
+            self._token.cancel("cancelled at the first write")
+        self._inner.write(offset, data)
+
+    def commit(self) -> None:
+        self._inner.commit()
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+
+def test_cancel_wakes_fetches_waiting_for_the_download_limit(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fetched runs wait for the download cap before they are written: after a cancel none of
+    them may still be written (before the fix each sat out its wait, then wrote)."""
+    monkeypatch.setattr(
+        image_backup, "WriteSession", functools.partial(WriteSession, pack_target_bytes=CHUNK * 4)
+    )
+    snapshot = _backup(repo, _write(tmp_path / "disk.img", bytearray(os.urandom(SIZE))))
+    throttled = Repository.open(wrap_backend(repo.backend, download_limit_kibps=2560), "pw")
+    token = CancelToken()
+    target = _CancelOnFirstWrite(open_target(tmp_path / "restored.img", SIZE), token)
+    tracker = ProgressTracker(SIZE)
+    with token.bound(), pytest.raises(CancelledError, match="first write"):
+        DiskRestore(throttled, tracker, token).run(snapshot.disks[0], target)
+    assert target.writes_after_cancel == 0
+    assert not (tmp_path / "restored.img").exists()

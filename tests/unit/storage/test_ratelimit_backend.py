@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from e3backup.core.cancel import CancelToken, run_in_context
+from e3backup.core.errors import CancelledError
 from e3backup.storage.memory import MemoryBackend
 from e3backup.storage.ratelimit import RateLimitedBackend, TokenBucket
 
@@ -69,3 +72,41 @@ def test_token_bucket_debt_is_paid_in_order() -> None:
 def test_non_positive_rate_is_rejected(rate: float) -> None:
     with pytest.raises(ValueError):
         TokenBucket(rate)
+
+
+def test_a_throttled_upload_ends_at_a_cancel() -> None:
+    """Before the fix the waits ignored cancellation: a cancelled backup sat out the debt of
+    every pack in flight (31 s at --limit-upload 2048 on a 64 MiB image)."""
+    inner = MemoryBackend()
+    backend = RateLimitedBackend(inner, upload_kibps=1)  # a 64 KiB put waits about a minute
+    token = CancelToken()
+    entered = threading.Event()
+
+    def upload() -> None:
+        entered.set()
+        backend.put("pack", b"x" * 64 * KIB)
+
+    with token.bound(), ThreadPoolExecutor(1) as pool:
+        future = pool.submit(run_in_context(upload))
+        assert entered.wait(60)
+        token.cancel("cancelled by the test")
+        with pytest.raises(CancelledError, match="by the test"):
+            future.result()
+    assert list(inner.list()) == []  # never sent
+
+
+def test_a_cancelled_wait_gives_its_tokens_back() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        if not slept:
+            slept.append(seconds)
+            raise CancelledError("cancelled while waiting")
+        slept.append(seconds)
+
+    bucket = TokenBucket(1000.0, clock=lambda: now[0], sleep=sleep)
+    with pytest.raises(CancelledError):
+        bucket.consume(50_000)  # 50 s of debt for bytes never sent
+    bucket.consume(100)  # the burst is whole again: no second wait
+    assert slept == [pytest.approx(49.9)]

@@ -6,7 +6,13 @@ import logging
 
 import pytest
 
-from e3backup.core.errors import ObjectNotFound, StorageError, TransientStorageError
+from e3backup.core.cancel import CancelToken
+from e3backup.core.errors import (
+    CancelledError,
+    ObjectNotFound,
+    StorageError,
+    TransientStorageError,
+)
 from e3backup.storage.backend import Backend, ObjectInfo
 from e3backup.storage.faulty import FaultyBackend
 from e3backup.storage.memory import MemoryBackend
@@ -121,3 +127,15 @@ def test_list_restarted_midway_yields_each_key_once() -> None:
     assert flaky.broken
     assert sorted(keys) == [f"packs/{i}" for i in range(5)]
     assert len(keys) == len(set(keys))
+
+
+def test_a_cancel_ends_the_backoff_wait() -> None:
+    """The real sleep (no test double): a cancelled token bound by the engine stops retrying
+    at once instead of sleeping out a backoff of up to 30 s per attempt."""
+    faulty = FaultyBackend(MemoryBackend(), transient_failures={"put": 100})
+    backend = RetryBackend(faulty, RetryPolicy(max_attempts=2, base_delay_s=20, max_delay_s=20))
+    token = CancelToken()
+    token.cancel("cancelled by the test")
+    with token.bound(), pytest.raises(CancelledError, match="by the test"):
+        backend.put("k", b"v")
+    assert faulty.calls["put"] == 1
