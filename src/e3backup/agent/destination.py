@@ -123,5 +123,6 @@ def open_repository(
         repo = Repository.init(backend, dest.password, compression_level=policy.compression_level)
         emit("REPO_INITIALIZED", "info", repository=dest.display)
     repo.codec.compression_level = policy.compression_level  # the job's setting, per run
+    log.info("repository %s opened (compression %s)", dest.display, policy.compression)
     emit("REPO_CONNECTED", "info", repository=dest.display)
     return repo

@@ -9,6 +9,7 @@ what changed.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from e3backup.core.errors import CancelledError, E3Error, SourceError, UsageErro
 from e3backup.engines.image_backup import ImageBackupOptions, backup_image, image_source_id
 from e3backup.repo.manifest import Snapshot
 from e3backup.sources.detect import open_disk
+
+log = logging.getLogger(__name__)
 
 
 def source_path(job: RunAssignment) -> Path:
@@ -38,6 +41,7 @@ def run(task: EngineTask, ctx: RunContext) -> dict[str, Any]:
         repo, policy = open_job_repository(job, ctx)
         options = ImageBackupOptions(tags=(f"run:{job.run_id}",), workers=policy.parallelism)
         with lvm.point_in_time(path, ctx) as read_path, open_disk(read_path) as reader:
+            log.info("backing up %s (%d bytes) from %s", path, reader.size_bytes, read_path)
             ctx.emit(
                 "DISK_IMAGE_STREAM_START", "info", source=str(path), bytes_total=reader.size_bytes
             )
@@ -48,6 +52,13 @@ def run(task: EngineTask, ctx: RunContext) -> dict[str, Any]:
         ctx.emit("DISK_IMAGE_FAILED", "error", source=str(path), error=str(exc))
         raise
     disk = snapshot.disks[0]
+    log.info(
+        "snapshot %s saved (%s): read %d, uploaded %d bytes",
+        snapshot.id[:12],
+        snapshot.backup_type,
+        disk.bytes_read,
+        disk.bytes_uploaded,
+    )
     ctx.emit(
         "DISK_IMAGE_STREAM_COMPLETED", "info", source=str(path), bytes_processed=disk.size_bytes
     )

@@ -9,6 +9,7 @@ image restore of one disk, the target path is the file unless it is an existing 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from e3backup.engines.restore_targets import open_target
 from e3backup.repo.manifest import DiskRecord, Snapshot
 
 MIB = 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 def _targets(
@@ -73,6 +75,9 @@ def run(task: EngineTask, ctx: RunContext) -> dict[str, Any]:
     for index, (disk, out) in enumerate(plan, 1):
         names = {"disk_name": disk.name, "disk_index": index, "total_disks": len(plan)}
         ctx.emit("HYPERV_RESTORE_DISK_STARTING", "info", **names)
+        log.info(
+            "restoring disk %s of snapshot %s to %s (%s)", disk.name, snapshot.id[:12], out, fmt
+        )
         tracker = ProgressTracker(disk.size_bytes, ctx.progress, current_item=disk.name)
         try:
             restore_target = open_target(out, disk.size_bytes, fmt, overwrite=False)
