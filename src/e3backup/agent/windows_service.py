@@ -25,7 +25,7 @@ def _service_class() -> Any:
     from e3backup.agent.config import load_config
     from e3backup.agent.runner import Runner
 
-    class AgentService(win32serviceutil.ServiceFramework):
+    class AgentService(win32serviceutil.ServiceFramework):  # type: ignore[misc]
         _svc_name_ = "e3backup-agent"
         _svc_display_name_ = "e3backup agent"
         _svc_description_ = "Runs this host's backups and restores for the e3backup server."
