@@ -64,14 +64,16 @@ def probe(endpoint_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> ProbeResul
     except TimeoutError:
         return ProbeResult(False, "STORAGE_TCP_TIMEOUT", base, tuple(steps))
     except OSError as exc:
-        return ProbeResult(False, "STORAGE_ENDPOINT_UNREACHABLE", {**base, "error": _text(exc)})
+        params = {**base, "error": _text(exc)}
+        return ProbeResult(False, "STORAGE_ENDPOINT_UNREACHABLE", params, tuple(steps))
     steps.append("tcp")
     try:
         if use_tls:
             try:
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
             except (ssl.SSLError, OSError) as exc:
-                return ProbeResult(False, "STORAGE_TLS_FAILED", {**base, "error": _text(exc)})
+                params = {**base, "error": _text(exc)}
+                return ProbeResult(False, "STORAGE_TLS_FAILED", params, tuple(steps))
             steps.append("tls")
         return _http_check(sock, host, base, steps)
     finally:
@@ -102,7 +104,8 @@ def _http_check(
         response = conn.getresponse()
     except (OSError, http.client.HTTPException) as exc:
         error = f"no HTTP answer: {_text(exc)}"
-        return ProbeResult(False, "STORAGE_ENDPOINT_UNREACHABLE", {**base, "error": error})
+        params = {**base, "error": error}
+        return ProbeResult(False, "STORAGE_ENDPOINT_UNREACHABLE", params, tuple(steps))
     html = "html" in (response.getheader("Content-Type") or "").lower()
     if response.status in BLOCKING_STATUSES or (response.status == 403 and html):
         params = {**base, "status_code": response.status}
