@@ -5,6 +5,8 @@ snapshot really fails here), the filesystem browser, the policy."""
 from __future__ import annotations
 
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,11 @@ import pytest
 
 from e3backup.agent import lvm
 from e3backup.agent.browse import MAX_ENTRIES, browse
+from e3backup.agent.client import AgentClient, BadResponse
+from e3backup.agent.config import AgentConfig
 from e3backup.agent.policy import parse_policy
 from e3backup.agent.run_context import EngineTask, RunContext
+from e3backup.agent.runner import Runner
 from e3backup.agent.state import Outbox, RunLedger
 from e3backup.core.cancel import CancelToken
 from e3backup.core.errors import UsageError
@@ -40,16 +45,26 @@ def test_ledger_counts_attempts_and_remembers_the_end(tmp_path: Path) -> None:
     assert ledger.start(7, "backup") == 2  # handed back after a restart: a fresh attempt
     ledger.finish(7, {"status": "success"})
     again = RunLedger(tmp_path)
-    assert again.get(7) == {"attempt": 2, "kind": "backup", "finished": True,
-                            "final": {"status": "success"}}
+    assert again.get(7) == {
+        "attempt": 2,
+        "kind": "backup",
+        "finished": True,
+        "final": {"status": "success"},
+    }
     assert again.last_run == {"run_id": 7, "status": "success"}
 
 
 def test_lvs_output_and_lvm_commands() -> None:
     lv = lvm.parse_lvs("  vg0|root|21474836480\n")
     assert lv == lvm.LogicalVolume("vg0", "root", 21474836480)
-    assert lvm.lvcreate_args(lv) == ["-s", "-n", "root-e3backup-snap", "-L", "2147483648b",
-                                     "vg0/root"]
+    assert lvm.lvcreate_args(lv) == [
+        "-s",
+        "-n",
+        "root-e3backup-snap",
+        "-L",
+        "2147483648b",
+        "vg0/root",
+    ]
     assert lvm.lvremove_args(lv) == ["-f", "vg0/root-e3backup-snap"]
     small = lvm.LogicalVolume("vg0", "boot", 100 * 1024 * 1024)
     assert lvm.snapshot_size_bytes(small) == lvm.MIN_SNAPSHOT_BYTES
@@ -94,12 +109,70 @@ def test_browse_caps_the_listing(tmp_path: Path) -> None:
 
 
 def test_policy_from_the_job() -> None:
-    policy = parse_policy({"compression": "none", "bandwidth_limit_kbps": 512, "parallelism": 2,
-                           "enable_change_tracking": False})
-    assert policy.describe() == {"compression": "none", "bandwidth_limit_kbps": 512,
-                                 "parallelism": 2, "consistency_level": "application",
-                                 "change_tracking": False}
+    policy = parse_policy(
+        {
+            "compression": "none",
+            "bandwidth_limit_kbps": 512,
+            "parallelism": 2,
+            "enable_change_tracking": False,
+        }
+    )
+    assert policy.describe() == {
+        "compression": "none",
+        "bandwidth_limit_kbps": 512,
+        "parallelism": 2,
+        "consistency_level": "application",
+        "change_tracking": False,
+    }
     assert parse_policy({"compression": "zstd-19"}).compression_level == 19
     assert parse_policy({}, {"consistency_level": "crash"}).consistency_level == "crash"
     with pytest.raises(UsageError, match="unsupported compression"):
         parse_policy({"compression": "lz4"})
+
+
+class _BadServer(BaseHTTPRequestHandler):
+    """Answers like a broken server: next_run with half a run, commands with one bad entry."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        answers = {
+            "/api/agent/next_run": b'{"run_type": "backup"}',
+            "/api/agent/poll_commands": (
+                b'{"commands": [{"type": 5}, {"command_id": 9, "type": "nas_mount"}],'
+                b' "cancel_requested": false}'
+            ),
+        }
+        body = answers.get(self.path, b'{"status": "success"}')
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_malformed_answer_is_logged_and_skipped(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BadServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = AgentConfig(
+            server_url=f"http://127.0.0.1:{server.server_address[1]}",
+            agent_id=1,
+            agent_token="t",
+            poll_interval_s=1.0,
+            path=tmp_path / "agent.toml",
+        )
+        client = AgentClient(config)
+        with pytest.raises(BadResponse, match="next_run: malformed answer"):
+            client.next_run()
+        commands, cancel = client.poll_commands()
+        assert [c.command_id for c in commands] == [9] and not cancel
+        runner = Runner(config, client)
+        assert runner.poll_once() <= 1.2  # did not raise, did not back off
+        assert runner.backoff.failures == 0
+        assert runner.busy  # the good command was queued for the command thread
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_harness import agent_id_of, deployment, running_agent
+
 from integration.cli_harness import sha256
 
 
@@ -36,8 +37,9 @@ def test_s3_backup_and_restore_with_bucket_auto_create(tmp_path: Path, seaweed_s
             assert "REPO_INITIALIZED" in dep.message_ids(run["id"])
             point = dep.points(good["id"])[0]
             target = tmp_path / "restored.img"
-            started = dep.post("/api/v1/restores", {"backup_point_id": point["id"],
-                                                    "target_path": str(target)})
+            started = dep.post(
+                "/api/v1/restores", {"backup_point_id": point["id"], "target_path": str(target)}
+            )
             assert dep.wait_status(started["restore_run_id"])["status"] == "success"
             assert sha256(target) == sha256(image)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_harness import Deployment, agent_id_of, deployment, running_agent, wait_for
+
 from e3backup.agent.config import load_config, save_config
 from integration.cli_harness import sha256
 
@@ -41,8 +42,13 @@ def test_kvm_full_incremental_and_restore(tmp_path: Path, make_vm: Any) -> None:
             assert wait_command(dep, listed["id"])["status"] == "completed"
             vms = dep.get("/api/v1/vms")["items"]
             assert [v["vm_name"] for v in vms] == ["vm1"] and vms[0]["vm_guid"] == vm.uuid
-            job = dep.create_job(agent_id, engine="kvm", vms=["vm1"], dest_type="local",
-                                 dest_local_path=str(tmp_path / "repo"))
+            job = dep.create_job(
+                agent_id,
+                engine="kvm",
+                vms=["vm1"],
+                dest_type="local",
+                dest_local_path=str(tmp_path / "repo"),
+            )
             first = dep.wait_status(dep.run_now(job["id"]), timeout_s=300)
             assert first["status"] == "success", first
             ids = dep.message_ids(first["id"])
@@ -55,9 +61,14 @@ def test_kvm_full_incremental_and_restore(tmp_path: Path, make_vm: Any) -> None:
             assert {p["consistency_level"] for p in points} == {"Application"}
             expected = vm.capture("vdb", tmp_path / "vdb-now.raw")
             target = tmp_path / "restored"
-            started = dep.post("/api/v1/restores", {"backup_point_id": points[1]["id"],
-                                                    "target_path": str(target),
-                                                    "disk_filter": ["vdb"]})
+            started = dep.post(
+                "/api/v1/restores",
+                {
+                    "backup_point_id": points[1]["id"],
+                    "target_path": str(target),
+                    "disk_filter": ["vdb"],
+                },
+            )
             restore = dep.wait_status(started["restore_run_id"], timeout_s=300)
             assert restore["status"] == "success", restore
             assert "HYPERV_RESTORE_COMPLETE" in dep.message_ids(restore["id"])
@@ -71,14 +82,28 @@ def test_browse_and_maintenance_commands(tmp_path: Path) -> None:
     with deployment(tmp_path) as dep:
         config = dep.enroll()
         agent_id = agent_id_of(config)
-        job = dep.create_job(agent_id, engine="disk_image", disk_source_volume=str(image),
-                             dest_type="local", dest_local_path=str(tmp_path / "repo"),
-                             retention_json={"keep_last": 1})
+        job = dep.create_job(
+            agent_id,
+            engine="disk_image",
+            disk_source_volume=str(image),
+            dest_type="local",
+            dest_local_path=str(tmp_path / "repo"),
+            retention_json={"keep_last": 1},
+        )
         with running_agent(config):
             listing = dep.post(f"/api/v1/agents/{agent_id}/browse", {"path": str(tmp_path)})
             if listing["status"] not in ("completed", "failed"):
                 listing = wait_command(dep, listing["id"])
             entries = listing["result"]["entries"]
+            detail = wait_for(
+                lambda: (
+                    dep.get(f"/api/v1/agents/{agent_id}")["volumes"]
+                    and dep.get(f"/api/v1/agents/{agent_id}")
+                ),
+                30,
+                "volumes",
+            )
+            assert {"path", "size", "type", "mountpoint"} <= set(detail["volumes"][0])
             assert entries[0]["type"] == "dir"
             assert "pick-me" in [e["name"] for e in entries]
             for _ in range(2):

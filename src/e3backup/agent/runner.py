@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from e3backup.agent import commands
-from e3backup.agent.client import AgentApiError, AgentClient, ServerRejected
+from e3backup.agent.client import AgentApiError, AgentClient, BadResponse, ServerRejected
 from e3backup.agent.config import AgentConfig
 from e3backup.agent.reporting import RunReporter, deliver
 from e3backup.agent.run_context import EngineTask
@@ -111,9 +111,7 @@ class Runner:
             deliver(self.client, self.outbox)
             if self._backup_thread is None or not self._backup_thread.is_alive():
                 self._backup_thread = None
-                assignment = self.client.next_run()
-                if assignment is not None:
-                    self._accept(assignment)
+                self._claim_next_run()
             active = next(iter(self._supervisors), None)
             found, _ = self.client.poll_commands(active)
             for command in found:
@@ -129,6 +127,16 @@ class Runner:
         self.backoff.reset()
         interval = ACTIVE_POLL_S if self._supervisors else self.config.poll_interval_s
         return jittered(min(interval, self.config.poll_interval_s))
+
+    def _claim_next_run(self) -> None:
+        """A malformed assignment is logged and skipped; the commands are still polled."""
+        try:
+            assignment = self.client.next_run()
+        except BadResponse as exc:
+            log.warning("skipping a bad run assignment: %s", exc)
+            return
+        if assignment is not None:
+            self._accept(assignment)
 
     def _accept(self, run: RunAssignment) -> None:
         seen = self.ledger.get(run.run_id)
