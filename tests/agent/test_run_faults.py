@@ -201,3 +201,20 @@ def test_hyperv_job_fails_not_supported_on_this_host(tmp_path: Path) -> None:
             run = dep.wait_status(dep.run_now(job["id"]))
             assert run["status"] == "failed"
             assert "Hyper-V is not supported on this host" in run["error"]
+
+
+def test_sigterm_stops_the_agent_cleanly_and_reports_the_run(
+    tmp_path: Path, random_image: Path
+) -> None:
+    with deployment(tmp_path) as dep:
+        config = dep.enroll()
+        job_id = image_job(dep, config, random_image, tmp_path / "repo", **SLOW_UPLOAD)
+        with running_agent(config) as agent:
+            run_id = dep.run_now(job_id)
+            wait_running_with_progress(dep, run_id)
+            assert agent.stop() == 0
+        run = dep.run(run_id)
+        assert run["status"] == "cancelled", run
+        requested = [e for e in dep.events(run_id) if e["message_id"] == "CANCEL_REQUESTED"]
+        assert "SIGTERM" in requested[0]["params"]["reason"]
+        assert dep.points(job_id) == []

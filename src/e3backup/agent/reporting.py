@@ -77,6 +77,10 @@ class RunReporter:
     def progress(self, fields: dict[str, Any]) -> None:
         self._progress.update(fields)
 
+    @property
+    def current_item(self) -> str:
+        return str(self._progress.get("current_item") or "")
+
     def tick(self, force: bool = False) -> None:
         """Send the latest progress (the heartbeat) when due; a down server is not an error."""
         now = time.monotonic()

@@ -107,7 +107,7 @@ class RunSupervisor:
         if self._stall_reported or quiet_s < STALL_AFTER_S or self._last_pct < 0:
             return
         self._stall_reported = True
-        source = str(self.reporter._progress.get("current_item") or "")
+        source = self.reporter.current_item
         if self._last_pct >= FINALIZING_PCT:
             self.reporter.event("DISK_IMAGE_FINALIZING_SLOW", "info", source=source)
         else:
