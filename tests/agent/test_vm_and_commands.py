@@ -115,3 +115,32 @@ def test_browse_and_maintenance_commands(tmp_path: Path) -> None:
                 done = wait_command(dep, command["id"])
                 assert done["status"] == "completed", done
                 assert done["result"]["check_ok"] and done["result"]["mode"] == kind
+
+
+def test_cancel_a_kvm_backup_leaves_the_guest_thawed_and_no_export(
+    tmp_path: Path, make_vm: Any
+) -> None:
+    vm = make_vm("vm1")
+    with deployment(tmp_path) as dep:
+        config = dep.enroll()
+        configure_qemu(config, vm)
+        job = dep.create_job(
+            agent_id_of(config),
+            engine="kvm",
+            vms=["vm1"],
+            dest_type="local",
+            dest_local_path=str(tmp_path / "repo"),
+            policy_json={"bandwidth_limit_kbps": 512, "compression": "none"},
+        )
+        with running_agent(config):
+            run_id = dep.run_now(job["id"])
+            wait_for(lambda: (dep.run(run_id)["bytes_processed"] or 0) > 0, 300, "progress")
+            dep.post(f"/api/v1/runs/{run_id}/cancel")
+            run = dep.wait_status(run_id, timeout_s=300)
+            assert run["status"] == "cancelled", run
+            ids = dep.message_ids(run_id)
+            assert "CANCEL_REQUESTED" in ids and "CANCELLED" in ids, ids
+            assert dep.points(job["id"]) == []
+        assert vm.qmp.execute("query-block-exports") == []
+        assert vm.qmp.execute("query-block-jobs") == []
+        assert vm.ga("guest-fsfreeze-status") == "thawed"
