@@ -5,6 +5,7 @@ snapshot really fails here), the filesystem browser, the policy."""
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -176,3 +177,32 @@ def test_a_malformed_answer_is_logged_and_skipped(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_test_destination_reports_the_diagnosis(tmp_path: Path) -> None:
+    """The test_destination command's engine, in a real engine process."""
+    from agent_harness import e3backup
+
+    from e3backup.agent.commands import run_without_run
+
+    repo = tmp_path / "repo"
+    e3backup("--repo", repo, "repo", "init", env={"E3BACKUP_PASSWORD": "right-password"})
+    local = {"dest_type": "local", "dest_local_path": str(repo)}
+
+    def probe(job: dict[str, Any]) -> dict[str, Any]:
+        return run_without_run(EngineTask("test_destination", None, job))
+
+    ok = probe({**local, "repository_password": "right-password"})
+    assert ok["status"] == "success" and ok["result"]["authenticated"]
+    wrong = probe({**local, "repository_password": "wrong-password"})
+    assert wrong["status"] == "failed" and "wrong password" in wrong["error"]
+    empty = probe(
+        {"dest_type": "local", "dest_local_path": str(tmp_path / "new"), "repository_password": "x"}
+    )
+    assert empty["status"] == "success" and empty["result"]["repository"] is False
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    s3 = probe({"dest_type": "s3", "dest_bucket": "b", "dest_endpoint": f"127.0.0.1:{port}"})
+    assert s3["status"] == "failed"
+    assert s3["result"]["preflight"]["diagnosis"] == "STORAGE_TCP_REFUSED"
