@@ -18,14 +18,11 @@ from typing import Any, TypeVar
 
 import httpx
 
-from fixtures.server_process import ServerProcess, running_server, stop_process
+from fixtures.server_process import LiveServer, running_server, stop
 
 E3BACKUP = Path(sys.executable).with_name("e3backup")
 REPO_PASSWORD = "repo-secret-pw"
-FAST_SERVER_ENV = {
-    "E3BACKUP_SERVER_AGENT_POLL_INTERVAL_S": "0.5",
-    "E3BACKUP_SERVER_LOG_JSON": "false",
-}
+FAST_SERVER = {"agent_poll_interval_s": "0.5"}  # E3BACKUP_SERVER_* settings
 T = TypeVar("T")
 TERMINAL = ("success", "warning", "partial_success", "failed", "cancelled")
 
@@ -62,7 +59,7 @@ def e3backup(
 
 @dataclass
 class Deployment:
-    server: ServerProcess
+    server: LiveServer
     data_dir: Path
     tmp: Path
     api: httpx.Client
@@ -145,11 +142,11 @@ def agent_id_of(config: Path) -> int:
 
 
 @contextmanager
-def deployment(tmp: Path, env: dict[str, str] | None = None) -> Iterator[Deployment]:
+def deployment(tmp: Path, settings: dict[str, str] | None = None) -> Iterator[Deployment]:
     data_dir = tmp / "server"
     data_dir.mkdir(parents=True, exist_ok=True)
     db_url = f"sqlite:///{data_dir / 'e3backup-server.db'}"
-    with running_server(data_dir, db_url, env={**FAST_SERVER_ENV, **(env or {})}) as server:
+    with running_server(data_dir, db_url, {**FAST_SERVER, **(settings or {})}) as server:
         dep = Deployment(server, data_dir, tmp, httpx.Client(base_url=server.url, timeout=30))
         dep.admin("tenant", "create", dep.tenant)
         password = tmp / "user-password"
@@ -197,7 +194,7 @@ class AgentProcess:
         try:
             return self.proc.wait(timeout=60)
         finally:
-            stop_process(self.proc)
+            stop(self.proc)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -124,9 +124,7 @@ def test_https_certificate_is_pinned_at_enrollment_and_enforced(tmp_path: Path) 
         db_url = f"sqlite:///{dep.data_dir / 'e3backup-server.db'}"
         config = tmp_path / "agent.toml"
         tls = ("--tls-cert", str(first_cert), "--tls-key", str(first_key))
-        with running_server(
-            dep.data_dir, db_url, extra_args=tls, log_path=tmp_path / "tls1.log"
-        ) as server:
+        with running_server(dep.data_dir, db_url, extra_args=tls, log_name="tls1.log") as server:
             e3backup(
                 "agent", "enroll", "--server", server.url, "--token", token, "--config", config
             )
@@ -135,9 +133,7 @@ def test_https_certificate_is_pinned_at_enrollment_and_enforced(tmp_path: Path) 
             assert e3backup("agent", "status", "--config", config).returncode == 0
             port = int(server.url.rsplit(":", 1)[1])
         other = ("--tls-cert", str(second_cert), "--tls-key", str(second_key))
-        with running_server(
-            dep.data_dir, db_url, port=port, extra_args=other, log_path=tmp_path / "tls2.log"
-        ):
+        with running_server(dep.data_dir, db_url, port=port, extra_args=other, log_name="tls2.log"):
             out = e3backup("agent", "status", "--config", config, check=False)
             assert out.returncode == 1
             assert "CERTIFICATE_VERIFY_FAILED" in out.stdout, out.stdout

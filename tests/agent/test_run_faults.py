@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_harness import (
+    FAST_SERVER,
     Deployment,
     agent_id_of,
     deployment,
@@ -111,7 +112,7 @@ def test_server_down_mid_run_the_run_completes_and_every_event_arrives_once(
             port = int(dep.server.url.rsplit(":", 1)[1])
             db_url = f"sqlite:///{dep.data_dir / 'e3backup-server.db'}"
             with running_server(
-                dep.data_dir, db_url, port=port, log_path=dep.data_dir / "server-2.log"
+                dep.data_dir, db_url, FAST_SERVER, port=port, log_name="server-2.log"
             ):
                 run = dep.wait_status(run_id, timeout_s=120)
                 assert run["status"] == "success", run
@@ -125,8 +126,7 @@ def test_server_down_mid_run_the_run_completes_and_every_event_arrives_once(
 def test_a_killed_agent_gets_its_run_back_as_a_fresh_attempt(
     tmp_path: Path, random_image: Path
 ) -> None:
-    env = {"AGENT_RECLAIM_GRACE_SECONDS": "2"}
-    with deployment(tmp_path, env=env) as dep:
+    with deployment(tmp_path, {"agent_reclaim_grace_s": "2"}) as dep:
         config = dep.enroll()
         job_id = image_job(dep, config, random_image, tmp_path / "repo", **SLOW_UPLOAD)
         with running_agent(config) as first:
