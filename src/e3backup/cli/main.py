@@ -10,6 +10,7 @@ import typer
 from e3backup import __version__
 from e3backup.cli import (
     admin_cmd,
+    agent_cmd,
     backup_cmd,
     demo_cmd,
     key_cmd,
@@ -52,6 +53,7 @@ apply_conventions(app, without_repository={demo_cmd.demo, vm_cmd.list_vms})
 # The server's groups take their own --data-dir/--db, not the repository options.
 app.add_typer(server_cmd.app, name="server")
 app.add_typer(admin_cmd.app, name="admin")
+app.add_typer(agent_cmd.app, name="agent")
 
 
 def _print_version(value: bool) -> None:

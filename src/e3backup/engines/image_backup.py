@@ -108,6 +108,8 @@ def backup_image(
             duration_s=tracker.elapsed_s,
             extra={"warnings": warnings} if warnings else {},
         )
+        session.flush()  # the last uploads can take long: a cancel meanwhile still counts
+        cancel.raise_if_cancelled()
         session.commit(snapshot)
     except BaseException:
         cancel.cancel("backup stopped after an error")

@@ -172,6 +172,8 @@ class VmBackupJob:
             self._report_view(vm, view, result)
             records = self._backup_disks(vm, view, parent, parent_reason, result, session)
             snapshot = self._snapshot(vm, view, source_id, parent, records, result)
+            session.flush()  # the last uploads can take long: a cancel meanwhile counts
+            self.cancel.raise_if_cancelled()
             session.commit(snapshot)
             result.snapshot_id = snapshot.id
             try:  # the snapshot is durable: now the tokens may advance

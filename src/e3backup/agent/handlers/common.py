@@ -1,0 +1,71 @@
+"""What every storage-touching handler does first: the policy, the REPO_POLICY event showing the
+active settings, the preflight probe and the repository."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from e3backup.agent.destination import destination_of, open_repository
+from e3backup.agent.policy import RunPolicy, parse_policy
+from e3backup.agent.run_context import RunContext
+from e3backup.agent.wire import JobContext
+from e3backup.repo import formats
+from e3backup.repo.repository import Repository
+
+
+def open_job_repository(
+    job: JobContext, ctx: RunContext, create: bool = True
+) -> tuple[Repository, RunPolicy]:
+    policy = parse_policy(job.policy_json, job.vm_config)
+    ctx.emit("REPO_POLICY", "info", **policy.describe())
+    dest = destination_of(job)
+    return open_repository(dest, policy, ctx.emit, create=create), policy
+
+
+def repository_stats(repo: Repository) -> dict[str, Any]:
+    """Size on storage, snapshot count and dedup ratio for the run's results."""
+    snapshots = repo.list_snapshots()
+    stored = sum(info.size_bytes for info in repo.backend.list(formats.PACKS_PREFIX))
+    logical = sum(d.size_bytes for s in snapshots for d in s.disks)
+    return {
+        "size_bytes": stored,
+        "snapshot_count": len(snapshots),
+        "logical_bytes": logical,
+        "dedup_ratio": round(logical / stored, 3) if stored else None,
+    }
+
+
+def apply_retention(
+    repo: Repository, retention: dict[str, Any] | None, source_id: str, ctx: RunContext
+) -> int:
+    """The job's retention after a successful backup: forget what it does not keep (this
+    source only), then a lock-free prune with the default grace period. Returns forgotten."""
+    import time
+
+    from e3backup.repo.gc import PruneOptions, prune
+    from e3backup.repo.retention import RetentionPolicy, apply_policy
+    from e3backup.repo.tombstones import forget_snapshot
+
+    fields = {
+        k: int(v)
+        for k, v in (retention or {}).items()
+        if k in RetentionPolicy.__dataclass_fields__ and v
+    }
+    policy = RetentionPolicy(**fields)
+    if policy.is_empty():
+        return 0
+    forgotten = 0
+    for decision in apply_policy(repo.list_snapshots(), policy, source_id):
+        if not decision.keep:
+            forget_snapshot(repo, decision.snapshot, time.time)
+            forgotten += 1
+    if forgotten:
+        report = prune(repo, PruneOptions())
+        ctx.emit(
+            "REPO_MAINTENANCE_COMPLETE",
+            "info",
+            mode="retention",
+            forgotten=forgotten,
+            packs_deleted=report.packs_deleted,
+        )
+    return forgotten
