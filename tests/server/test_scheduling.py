@@ -41,11 +41,16 @@ def utc(*args: int) -> datetime:
         ({"type": "daily", "time": "7:05:00"}, Schedule("daily", minute=5, hour=7)),
         (
             {"type": "weekly", "weekday": "Mon", "time": "23:59"},
-            Schedule("weekly", minute=59, hour=23, weekdays=(1,)),
+            Schedule("weekly", minute=59, hour=23, weekdays=(0,)),
         ),
         (
-            {"type": "weekly", "weekdays": [7, "thursday", 4], "time": "00:00"},
-            Schedule("weekly", weekdays=(0, 4)),
+            {"type": "weekly", "weekdays": [6, "thursday", 3], "time": "00:00"},
+            Schedule("weekly", weekdays=(3, 6)),
+        ),
+        # the job API stores every field of its model, unused ones as null
+        (
+            {"type": "hourly", "time": None, "minute": None, "weekday": None, "cron": None},
+            Schedule("hourly", minute=0),
         ),
         ({"type": "cron", "cron": " */15   *  * * 1-5 "}, Schedule("cron", cron="*/15 * * * 1-5")),
         ({"type": "cron", "expression": "0 3 * * *"}, Schedule("cron", cron="0 3 * * *")),
@@ -73,7 +78,7 @@ def test_parse_accepts(data: dict[str, Any] | None, expected: Schedule) -> None:
         ({"type": "daily", "time": 230}, "schedule_json.time"),
         ({"type": "weekly", "time": "02:30"}, "schedule_json.weekdays"),
         ({"type": "weekly", "time": "02:30", "weekdays": []}, "schedule_json.weekdays"),
-        ({"type": "weekly", "time": "02:30", "weekday": 8}, "schedule_json.weekdays"),
+        ({"type": "weekly", "time": "02:30", "weekday": 7}, "schedule_json.weekdays"),
         ({"type": "weekly", "time": "02:30", "weekday": "funday"}, "schedule_json.weekdays"),
         ({"type": "cron"}, "schedule_json.cron"),
         ({"type": "cron", "cron": "   "}, "schedule_json.cron"),
@@ -108,7 +113,7 @@ def test_empty_timezone_is_utc() -> None:
 HOURLY_15 = Schedule("hourly", minute=15)
 DAILY_0230 = Schedule("daily", minute=30, hour=2)
 DAILY_1200 = Schedule("daily", hour=12)
-WEEKLY_MON_THU = Schedule("weekly", minute=0, hour=9, weekdays=(1, 4))
+WEEKLY_MON_THU = Schedule("weekly", minute=0, hour=9, weekdays=(0, 3))
 CRON_HALF_HOURS = Schedule("cron", cron="*/30 * * * *")
 CRON_WEEKDAYS_6 = Schedule("cron", cron="0 6 * * 1-5")
 

@@ -7,8 +7,8 @@ Terms: a *slot* is an instant (aware UTC datetime) at which a schedule wants a r
 - ``{"type": "manual"}`` (or no schedule) — never fires.
 - ``{"type": "hourly", "minute": 15}`` — every real hour at that minute of the local clock.
 - ``{"type": "daily", "time": "02:30"}`` — every local day at that wall time.
-- ``{"type": "weekly", "weekday": "mon" | 1 | ["mon", "thu"], "time": "02:30"}`` — weekdays
-  are names or cron numbers (0 or 7 = Sunday … 6 = Saturday).
+- ``{"type": "weekly", "weekday": "mon" | 0 | ["mon", "thu"], "time": "02:30"}`` — weekdays
+  are names or numbers 0 = Monday … 6 = Sunday (Python's numbering, as the job API has it).
 - ``{"type": "cron", "cron": "*/15 * * * *"}`` — five-field cron (croniter), local wall time.
 
 Daylight saving time: daily, weekly and cron slots are wall-clock times. A wall time that does
@@ -33,8 +33,8 @@ Kind = Literal["manual", "hourly", "daily", "weekly", "cron"]
 KINDS: tuple[Kind, ...] = ("manual", "hourly", "daily", "weekly", "cron")
 
 _WEEKDAY_NAMES = {
-    "sun": 0, "sunday": 0, "mon": 1, "monday": 1, "tue": 2, "tuesday": 2, "wed": 3,
-    "wednesday": 3, "thu": 4, "thursday": 4, "fri": 5, "friday": 5, "sat": 6, "saturday": 6,
+    "mon": 0, "monday": 0, "tue": 1, "tuesday": 1, "wed": 2, "wednesday": 2, "thu": 3,
+    "thursday": 3, "fri": 4, "friday": 4, "sat": 5, "saturday": 5, "sun": 6, "sunday": 6,
 }  # fmt: skip
 _ALLOWED_KEYS = {"type", "minute", "time", "weekday", "weekdays", "cron", "expression"}
 _TIME_RE = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
@@ -57,7 +57,7 @@ class Schedule:
     kind: Kind
     minute: int = 0
     hour: int = 0
-    weekdays: tuple[int, ...] = ()  # cron numbering, 0 = Sunday
+    weekdays: tuple[int, ...] = ()  # 0 = Monday … 6 = Sunday
     cron: str | None = None
 
     @property
@@ -72,7 +72,8 @@ class Schedule:
         if self.kind == "daily":
             return f"{self.minute} {self.hour} * * *"
         if self.kind == "weekly":
-            return f"{self.minute} {self.hour} * * {','.join(map(str, self.weekdays))}"
+            cron_days = sorted((day + 1) % 7 for day in self.weekdays)  # cron: 0 = Sunday
+            return f"{self.minute} {self.hour} * * {','.join(map(str, cron_days))}"
         raise ValueError(f"{self.kind} schedules have no cron form")
 
     def to_json(self) -> dict[str, Any]:
@@ -115,6 +116,7 @@ def parse_schedule(data: Mapping[str, Any] | None) -> Schedule:
         return MANUAL
     if not isinstance(data, Mapping):
         raise ScheduleError("schedule_json", "must be an object")
+    data = {key: value for key, value in data.items() if value is not None}  # null = absent
     unknown = sorted(set(data) - _ALLOWED_KEYS)
     if unknown:
         raise ScheduleError(f"schedule_json.{unknown[0]}", "unknown field")
@@ -160,12 +162,11 @@ def _parse_weekdays(value: Any) -> tuple[int, ...]:
     for item in items:
         if isinstance(item, str) and item.strip().lower() in _WEEKDAY_NAMES:
             days.add(_WEEKDAY_NAMES[item.strip().lower()])
-        elif isinstance(item, int) and not isinstance(item, bool) and 0 <= item <= 7:
-            days.add(item % 7)
+        elif isinstance(item, int) and not isinstance(item, bool) and 0 <= item <= 6:
+            days.add(item)
         else:
             raise ScheduleError(
-                "schedule_json.weekdays",
-                f"{item!r} is not a weekday (mon..sun, or 0-7 with 0 and 7 = Sunday)",
+                "schedule_json.weekdays", f"{item!r} is not a weekday (mon..sun, or 0=Monday..6)"
             )
     return tuple(sorted(days))
 
