@@ -168,7 +168,7 @@ def _load(db: Session, box: SecretBox, row_id: int) -> _Delivery | None:
     return _Delivery(row.channel, row.target, row.attempts, run_summary(db, run), secret)
 
 
-def _send(delivery: _Delivery, smtp: notify.SmtpConfig, delivery_id: str) -> None:
+def _send(delivery: _Delivery, smtp: notify.SmtpConfig, delivery_id: str, backoff_s: float) -> None:
     if delivery.channel == "email":
         notify.send_email(smtp, [delivery.target], delivery.summary)
         return
@@ -179,6 +179,7 @@ def _send(delivery: _Delivery, smtp: notify.SmtpConfig, delivery_id: str) -> Non
         delivery.webhook_secret,
         notify.webhook_payload(delivery.summary),
         delivery_id=delivery_id,
+        backoff_s=backoff_s,
     )
 
 
@@ -187,7 +188,9 @@ def _deliver_one(
     box: SecretBox,
     smtp: notify.SmtpConfig,
     row_id: int,
+    now: datetime,
     report: DeliveryReport,
+    backoff_s: float,
 ) -> None:
     error: notify.NotifyError | None = None
     with session_scope(factory) as db:
@@ -197,11 +200,10 @@ def _deliver_one(
             delivery, error = None, notify.NotifyError(str(exc), False)
     if delivery is not None:
         try:
-            _send(delivery, smtp, delivery_id=f"outbox-{row_id}")
+            _send(delivery, smtp, f"outbox-{row_id}", backoff_s)
         except notify.NotifyError as exc:
             error = exc
     attempts = delivery.attempts if delivery else notify.MAX_ATTEMPTS
-    now = utcnow()
     values: dict[str, Any]
     if error is None and delivery is not None:
         values = {"status": "sent", "sent_at": now, "last_error": None}
@@ -224,8 +226,12 @@ def deliver_due(
     box: SecretBox,
     smtp: notify.SmtpConfig,
     now: datetime | None = None,
+    webhook_backoff_s: float = 1.0,
 ) -> DeliveryReport:
-    """Enqueue finished runs, then deliver every due outbox row (one notification loop pass)."""
+    """Enqueue finished runs, then deliver every due outbox row (one notification loop pass).
+
+    `webhook_backoff_s` paces the few quick retries inside one attempt; the outbox itself
+    backs off between attempts (`notify.retry_delay_s`)."""
     now = now or utcnow()
     report = DeliveryReport()
     with session_scope(factory) as db:
@@ -233,7 +239,7 @@ def deliver_due(
     with session_scope(factory) as db:
         leased = _lease_due(db, now)
     for row_id in leased:
-        _deliver_one(factory, box, smtp, row_id, report)
+        _deliver_one(factory, box, smtp, row_id, now, report, webhook_backoff_s)
     if report.failed:
         log.warning("notifications: %d delivery(ies) failed for good", len(report.failed))
     return report
