@@ -21,11 +21,10 @@ from e3backup.server.notify import (
     verify_signature,
 )
 from e3backup.server.services import notifications
-from fixtures.postgres import postgres_cluster, postgres_url
 from fixtures.receivers import HttpReceiver, SmtpReceiver, http_receiver, smtp_receiver
 from fixtures.server_db import db_factory, make_job, make_run, make_tenant_agent, utc
 
-__all__ = ["db_factory", "http_receiver", "postgres_cluster", "postgres_url", "smtp_receiver"]
+__all__ = ["db_factory", "http_receiver", "smtp_receiver"]
 
 BOX = SecretBox(os.urandom(32))
 HOOK_SECRET = "hook-secret-9b2c"
