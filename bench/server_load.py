@@ -188,7 +188,7 @@ def percentile(values: list[float], pct: float) -> float:
 
 def server_route_times(url: str) -> dict[str, tuple[float, float]]:
     """route → (requests, mean server-side ms) from the server's latency histogram."""
-    text = httpx.get(f"{url}/metrics", timeout=30).text
+    text = httpx.get(f"{url}/metrics", timeout=300).text
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, float] = defaultdict(float)
     for line in text.splitlines():
@@ -227,7 +227,9 @@ def run_step(
             for proc in procs:
                 proc.join(timeout=60)
             elapsed = time.monotonic() - started
+            scrape_started = time.monotonic()
             routes = server_route_times(server.url)
+            print(f"   /metrics answered after {time.monotonic() - scrape_started:.1f} s", flush=True)
     samples: dict[str, list[float]] = defaultdict(list)
     errors: list[str] = []
     for part_samples, part_errors in results:
