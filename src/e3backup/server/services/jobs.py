@@ -14,7 +14,7 @@ from e3backup.server.db.base import utcnow
 from e3backup.server.db.models import Agent, Job
 from e3backup.server.db.models.jobs import VM_ENGINES
 from e3backup.server.schemas.jobs import JobCreate, JobOut, JobUpdate, ScheduleSpec
-from e3backup.server.services import audit
+from e3backup.server.services import audit, notify_settings
 from e3backup.server.services.auth import Actor
 from e3backup.server.services.errors import Invalid, NotFound
 
@@ -82,6 +82,8 @@ def _apply(db: Session, box: SecretBox, job: Job, fields: dict[str, Any]) -> lis
         if name in SECRET_COLUMNS:
             column = SECRET_COLUMNS[name]
             setattr(job, column, box.seal_optional(value, _secret_context(column)))
+        elif name == "notify":
+            job.notify_json = notify_settings.seal(value, job.notify_json, box)
         else:
             setattr(job, _RENAMED.get(name, name), value)
         changed.append(name)
@@ -188,7 +190,7 @@ def job_out(job: Job) -> JobOut:
         policy_json=job.policy_json,
         timezone=job.timezone,
         enabled=job.enabled,
-        notify=job.notify_json,
+        notify=notify_settings.public(job.notify_json),
         next_run_at=job.next_run_at,
         last_slot_at=job.last_slot_at,
         created_at=job.created_at,

@@ -31,14 +31,14 @@ from e3backup.server.db.engine import session_scope
 from e3backup.server.db.models import Agent, Job, NotificationOutbox, Run, RunEvent
 from e3backup.server.db.models.runs import TERMINAL_STATUSES
 from e3backup.server.event_catalog import format_event
+from e3backup.server.schemas.jobs import DEFAULT_NOTIFY_ON
+from e3backup.server.services.notify_settings import WEBHOOK_SECRET_CONTEXT
 from e3backup.server.services.server_events import insert_ignoring_conflicts
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 100
 LEASE_S = 300.0  # a replica that dies mid-delivery leaves the row to be retried after this
-DEFAULT_ON = ("failed", "partial_success", "warning")
-WEBHOOK_SECRET_CONTEXT = "jobs.notify_json.webhook_secret"
 _OUTBOX: Table = NotificationOutbox.__table__  # type: ignore[assignment]
 
 
@@ -54,7 +54,7 @@ def targets_for(notify_json: dict[str, Any] | None, status: str) -> list[tuple[s
     """(channel, target) pairs a run with `status` is reported to."""
     if not notify_json:
         return []
-    if status not in (notify_json.get("on") or DEFAULT_ON):
+    if status not in (notify_json.get("on") or DEFAULT_NOTIFY_ON):
         return []
     out = [("email", str(address)) for address in notify_json.get("emails") or []]
     if notify_json.get("webhook_url"):
