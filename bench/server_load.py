@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import random
 import statistics
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -220,6 +222,9 @@ def run_step(
                 for shard in shards
                 if shard
             ]
+            server_proc = psutil.Process(server.pid)
+            cpu_before = sum(server_proc.cpu_times()[:2])
+            load_before = os.getloadavg()[0]
             started = time.monotonic()
             for proc in procs:
                 proc.start()
@@ -227,9 +232,13 @@ def run_step(
             for proc in procs:
                 proc.join(timeout=60)
             elapsed = time.monotonic() - started
+            server_cpu_s = sum(server_proc.cpu_times()[:2]) - cpu_before
+            load = (load_before + os.getloadavg()[0]) / 2
             scrape_started = time.monotonic()
             routes = server_route_times(server.url)
-            print(f"   /metrics answered after {time.monotonic() - scrape_started:.1f} s", flush=True)
+            print(
+                f"   /metrics answered after {time.monotonic() - scrape_started:.1f} s", flush=True
+            )
     samples: dict[str, list[float]] = defaultdict(list)
     errors: list[str] = []
     for part_samples, part_errors in results:
@@ -247,6 +256,9 @@ def run_step(
         "errors": len(errors),
         "error_kinds": sorted(set(errors))[:5],
         "routes": {r: (percentile(v, 99), statistics.fmean(v)) for r, v in samples.items()},
+        "cpu_ms": server_cpu_s * 1000 / max(len(every), 1),
+        "server_cpu_pct": server_cpu_s / elapsed * 100,
+        "load": load,
         "server_routes": routes,
     }
 
@@ -270,7 +282,9 @@ def run_database(kind: str, args: argparse.Namespace, stack: ExitStack) -> list[
         ok = row["p99"] < P99_LIMIT_MS and row["errors"] == 0
         print(
             f"{kind:10} N={n:5}  {row['rps']:7.0f} req/s  p50 {row['p50']:6.1f} ms  "
-            f"p99 {row['p99']:7.1f} ms  errors {row['errors']}  {'ok' if ok else 'FAIL'}",
+            f"p99 {row['p99']:7.1f} ms  errors {row['errors']}  server CPU "
+            f"{row['cpu_ms']:.2f} ms/req ({row['server_cpu_pct']:.0f}%)  load {row['load']:.1f}  "
+            f"{'ok' if ok else 'FAIL'}",
             flush=True,
         )
         if row["errors"]:
@@ -281,19 +295,29 @@ def run_database(kind: str, args: argparse.Namespace, stack: ExitStack) -> list[
 
 
 def tables(rows: list[dict[str, Any]]) -> list[str]:
-    head = "| database | agents | req/s | p50 ms | p99 ms | max ms | errors | pass |"
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---|"]
+    head = (
+        "| database | agents | req/s | p50 ms | p99 ms | max ms | errors | server CPU ms/req "
+        "| server CPU % | load avg | pass |"
+    )
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         ok = r["p99"] < P99_LIMIT_MS and r["errors"] == 0
         lines.append(
             f"| {r['db']} | {r['n']} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
-            f"{r['max']:.0f} | {r['errors']} | {'yes' if ok else 'no'} |"
+            f"{r['max']:.0f} | {r['errors']} | {r['cpu_ms']:.2f} | {r['server_cpu_pct']:.0f} | "
+            f"{r['load']:.1f} | {'yes' if ok else 'no'} |"
         )
     best = {}
     for r in rows:
         if r["p99"] < P99_LIMIT_MS and r["errors"] == 0:
             best[r["db"]] = max(best.get(r["db"], 0), r["n"])
     summary = ", ".join(f"{db}: {n}" for db, n in best.items()) or "none passed"
+    per_agent_rps = 2 / POLL_S  # idle agents: next_run + poll_commands per poll interval
+    capacity = ", ".join(
+        f"{r['db']} ≈ {1000 / r['cpu_ms'] / per_agent_rps:.0f} idle agents per core"
+        for r in rows[-1:]
+        if r["cpu_ms"]
+    )
     where = ["| database | agents | route | requests | server mean ms | client p99 ms |"]
     where.append("|---|---:|---|---:|---:|---:|")
     for r in rows:
@@ -304,7 +328,8 @@ def tables(rows: list[dict[str, Any]]) -> list[str]:
             )
     return [
         "\n".join(lines),
-        f"Largest N with p99 < {P99_LIMIT_MS:.0f} ms and zero errors — {summary}.",
+        f"Largest N with p99 < {P99_LIMIT_MS:.0f} ms and zero errors — {summary}. "
+        f"From the server's CPU per request (last step): {capacity}.",
         "Where the time goes (server-side mean from its own /metrics histogram):\n\n"
         + "\n".join(where),
     ]
