@@ -39,7 +39,7 @@ from e3backup.server.db.engine import make_engine, make_session_factory, session
 from e3backup.server.db.migrate import upgrade  # noqa: E402
 from e3backup.server.db.models import Agent, Job, Run, Tenant  # noqa: E402
 from e3backup.server.services.tokens import hash_token  # noqa: E402
-from fixtures.postgres_process import running_postgres  # noqa: E402
+from fixtures.postgres_process import find_pg_bindir, running_postgres  # noqa: E402
 from fixtures.server_process import running_server  # noqa: E402
 
 POLL_S = 5.0
@@ -209,36 +209,35 @@ def run_step(
     db_url: str, n: int, duration_s: float, clients: int, running_fraction: float
 ) -> dict[str, Any]:
     agents = populate(db_url, n, running_fraction)
-    with tempfile.TemporaryDirectory(prefix="e3bench-") as data_dir:
-        env = {"E3BACKUP_SERVER_LOG_JSON": "false"}
-        with ExitStack() as stack:
-            server = stack.enter_context(running_server(Path(data_dir), db_url, env=env))
-            queue: Any = mp.get_context("fork").Queue()
-            shards = [agents[i::clients] for i in range(clients)]
-            procs = [
-                mp.get_context("fork").Process(
-                    target=_client_process, args=(server.url, shard, duration_s, queue)
-                )
-                for shard in shards
-                if shard
-            ]
-            server_proc = psutil.Process(server.pid)
-            cpu_before = sum(server_proc.cpu_times()[:2])
-            load_before = os.getloadavg()[0]
-            started = time.monotonic()
-            for proc in procs:
-                proc.start()
-            results = [queue.get(timeout=duration_s + 300) for _ in procs]
-            for proc in procs:
-                proc.join(timeout=60)
-            elapsed = time.monotonic() - started
-            server_cpu_s = sum(server_proc.cpu_times()[:2]) - cpu_before
-            load = (load_before + os.getloadavg()[0]) / 2
-            scrape_started = time.monotonic()
-            routes = server_route_times(server.url)
-            print(
-                f"   /metrics answered after {time.monotonic() - scrape_started:.1f} s", flush=True
+    quiet = {"log_json": "false"}
+    with (
+        tempfile.TemporaryDirectory(prefix="e3bench-") as data_dir,
+        running_server(Path(data_dir), db_url, settings=quiet) as server,
+    ):
+        queue: Any = mp.get_context("fork").Queue()
+        shards = [agents[i::clients] for i in range(clients)]
+        procs = [
+            mp.get_context("fork").Process(
+                target=_client_process, args=(server.url, shard, duration_s, queue)
             )
+            for shard in shards
+            if shard
+        ]
+        server_proc = psutil.Process(server.pid)
+        cpu_before = sum(server_proc.cpu_times()[:2])
+        load_before = os.getloadavg()[0]
+        started = time.monotonic()
+        for proc in procs:
+            proc.start()
+        results = [queue.get(timeout=duration_s + 300) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=60)
+        elapsed = time.monotonic() - started
+        server_cpu_s = sum(server_proc.cpu_times()[:2]) - cpu_before
+        load = (load_before + os.getloadavg()[0]) / 2
+        scrape_started = time.monotonic()
+        routes = server_route_times(server.url)
+        print(f"   /metrics answered after {time.monotonic() - scrape_started:.1f} s", flush=True)
     samples: dict[str, list[float]] = defaultdict(list)
     errors: list[str] = []
     for part_samples, part_errors in results:
@@ -267,9 +266,10 @@ def run_database(kind: str, args: argparse.Namespace, stack: ExitStack) -> list[
     rows = []
     cluster = None
     if kind == "postgresql":  # one cluster; each step adds its own tenant and agents
-        cluster = stack.enter_context(
-            running_postgres(options=("synchronous_commit=off",), max_connections=200)
-        )
+        bindir = find_pg_bindir()
+        if bindir is None:
+            raise SystemExit("PostgreSQL is not installed (apt-get install postgresql)")
+        cluster = stack.enter_context(running_postgres(bindir))
     for n in args.steps:
         if cluster is None:
             directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="e3sq-"))
@@ -357,7 +357,7 @@ def main() -> None:
             f"polls next_run + poll_commands every {POLL_S:.0f} s, "
             f"{args.running_fraction:.0%} of them report update_run + push_events every "
             f"{PROGRESS_S:.0f} s; {args.duration:.0f} s per step. PostgreSQL 15 throwaway "
-            "cluster with synchronous_commit=off; SQLite in WAL mode.",
+            "cluster (the test fixture's: fsync off); SQLite in WAL mode, synchronous=NORMAL.",
         ]
         write_section(RESULTS, "server_load", ["## Control server load", *tables(rows)], setup)
 

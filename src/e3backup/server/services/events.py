@@ -25,20 +25,15 @@ def _format(message_id: str, params: dict[str, Any]) -> str:
     return str(format_event(message_id, params))
 
 
-_EVENTS_TABLE: Any = RunEvent.__table__  # Core insert: its result has a rowcount (ORM's has not)
-
-
 def _insert_ignoring_duplicates(db: Session) -> Any:
     dialect = db.get_bind().dialect.name
     if dialect == "postgresql":
-        return postgresql.insert(_EVENTS_TABLE).on_conflict_do_nothing(
+        return postgresql.insert(RunEvent).on_conflict_do_nothing(
             index_elements=["run_id", "event_id"]
         )
     if dialect == "sqlite":
-        return sqlite.insert(_EVENTS_TABLE).on_conflict_do_nothing(
-            index_elements=["run_id", "event_id"]
-        )
-    return insert(_EVENTS_TABLE)
+        return sqlite.insert(RunEvent).on_conflict_do_nothing(index_elements=["run_id", "event_id"])
+    return insert(RunEvent)
 
 
 def push_events(db: Session, run: Run, events: list[EventIn]) -> tuple[int, int]:
