@@ -42,6 +42,7 @@ def serve(
         return
     import uvicorn
 
+    from e3backup.server import logging_json
     from e3backup.server.app import create_app
     from e3backup.server.context import ServerContext
     from e3backup.server.db import migrate
@@ -54,6 +55,7 @@ def serve(
     for path in (settings.tls_cert, settings.tls_key):
         if path is not None and not path.is_file():
             raise UsageError(f"TLS file not found: {path}")
+    logging_json.configure(settings.log_json)
     context = ServerContext.open(settings)
     try:
         migrate.upgrade(context.engine)
@@ -64,6 +66,7 @@ def serve(
             ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
             ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
             log_level="info",
+            log_config=None,  # uvicorn's loggers go through the root handler configured above
             access_log=False,
             timeout_graceful_shutdown=10,
         )

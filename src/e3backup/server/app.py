@@ -15,6 +15,7 @@ from e3backup.server.api import (
     agent,
     errors,
     health,
+    metrics,
     v1_agents,
     v1_auth,
     v1_jobs,
@@ -23,11 +24,13 @@ from e3backup.server.api import (
 )
 from e3backup.server.context import ServerContext
 from e3backup.server.db import migrate
+from e3backup.server.metrics import DatabaseCollector, LatencyMiddleware, new_registry
 from e3backup.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 ROUTERS = (
     health.router,
+    metrics.router,
     agent.router,
     v1_auth.router,
     v1_agents.router,
@@ -45,12 +48,15 @@ def create_app(settings: ServerSettings, ctx: ServerContext | None = None) -> Fa
         context = ctx or ServerContext.open(settings)
         migrate.upgrade(context.engine)
         app.state.ctx = context
+        collector = DatabaseCollector(context.sessions, settings.agent_online_window_s)
+        registry.register(collector)
         loops = background.start(context)
         log.info("e3backup server ready (database %s)", context.engine.dialect.name)
         try:
             yield
         finally:
             loops.stop()
+            registry.unregister(collector)
             if ctx is None:
                 context.close()
 
@@ -66,4 +72,7 @@ def create_app(settings: ServerSettings, ctx: ServerContext | None = None) -> Fa
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(errors.BodySizeLimit, max_bytes=settings.max_body_bytes)
+    registry, latency = new_registry()
+    app.state.metrics_registry = registry
+    app.add_middleware(LatencyMiddleware, histogram=latency)
     return app

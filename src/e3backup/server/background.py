@@ -1,7 +1,12 @@
 """The server's background loops (scheduler, watchdog, notification delivery) as daemon
 threads sharing one stop event. `LOOPS` is the registry: each entry is a function
 `loop(ctx, stop_event)` that returns when the event is set. The app lifespan calls
-`start(ctx)` and `stop()`."""
+`start(ctx)` and `stop()`.
+
+Each pass runs in its own transaction; an exception is logged and the loop carries on at its
+next tick (a database hiccup must not silently end scheduling). Every pass is safe on several
+replicas at once (see the services), so nothing here coordinates between servers.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,58 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from e3backup.server.db.engine import session_scope
+from e3backup.server.notify import SmtpConfig
+from e3backup.server.services import notifications, scheduler, watchdog
+
 if TYPE_CHECKING:
     from e3backup.server.context import ServerContext
 
 log = logging.getLogger(__name__)
 
 Loop = Callable[["ServerContext", threading.Event], None]
-LOOPS: dict[str, Loop] = {}
 STOP_TIMEOUT_S = 10.0
+NOTIFY_TICK_S = 10.0
+
+
+def scheduler_pass(ctx: ServerContext) -> scheduler.TickReport:
+    with session_scope(ctx.sessions) as db:
+        return scheduler.tick(db, ctx.settings.agent_online_window_s)
+
+
+def watchdog_pass(ctx: ServerContext) -> watchdog.WatchdogReport:
+    with session_scope(ctx.sessions) as db:
+        return watchdog.tick(
+            db, ctx.settings.agent_watchdog_timeout_s, ctx.settings.cancel_timeout_s
+        )
+
+
+def notification_pass(ctx: ServerContext) -> notifications.DeliveryReport:
+    smtp = SmtpConfig.from_settings(ctx.settings)
+    return notifications.deliver_due(ctx.sessions, ctx.box, smtp)
+
+
+def every(
+    name: str, interval_s: Callable[[ServerContext], float], step: Callable[[ServerContext], object]
+) -> Loop:
+    """A loop running `step(ctx)` every `interval_s(ctx)` seconds until stopped."""
+
+    def loop(ctx: ServerContext, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                step(ctx)
+            except Exception:  # keep the loop alive; the next tick retries
+                log.exception("background %s pass failed", name)
+            stop.wait(interval_s(ctx))
+
+    return loop
+
+
+LOOPS: dict[str, Loop] = {
+    "scheduler": every("scheduler", lambda ctx: ctx.settings.scheduler_tick_s, scheduler_pass),
+    "watchdog": every("watchdog", lambda ctx: ctx.settings.watchdog_tick_s, watchdog_pass),
+    "notify": every("notify", lambda ctx: NOTIFY_TICK_S, notification_pass),
+}
 
 
 class Background:

@@ -71,6 +71,7 @@ class ServerSettings(BaseSettings):
     smtp_starttls: bool = False
 
     log_json: bool = True
+    metrics_token: str = ""  # when set, /metrics needs "Authorization: Bearer <token>"
 
     @model_validator(mode="after")
     def _check(self) -> ServerSettings:

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.orm import Session
 
-from e3backup.server.deps import Ctx, CurrentAgent, Db, client_ip
+from e3backup.server.db.models import Agent
+from e3backup.server.deps import AgentCallDep, Ctx, CurrentAgent, Db, client_ip
 from e3backup.server.schemas.agent import (
     CompleteCommand,
     EnrollAnswer,
@@ -64,29 +66,37 @@ def enroll(body: EnrollRequest, request: Request, ctx: Ctx, db: Db) -> EnrollAns
     "/next_run",
     responses={204: {"description": "nothing to run"}, 200: {"description": "NextRunResponse"}},
 )
-def next_run(agent: CurrentAgent, ctx: Ctx, db: Db, body: NextRunRequest | None = None) -> Any:
-    payload = claims.next_run(
-        db,
-        ctx.box,
-        agent,
-        ctx.settings.agent_reclaim_grace_s,
-        ctx.settings.agent_watchdog_timeout_s,
-    )
+async def next_run(call: AgentCallDep, body: NextRunRequest | None = None) -> Any:
+    settings = call.ctx.settings
+
+    def work(db: Session, agent: Agent) -> Any:
+        return claims.next_run(
+            db,
+            call.ctx.box,
+            agent,
+            settings.agent_reclaim_grace_s,
+            settings.agent_watchdog_timeout_s,
+        )
+
+    payload = await call.run(work)
     if payload is None:
         return Response(status_code=204)
     return payload
 
 
 @router.post("/update_run", response_model=RunUpdateAnswer)
-def update_run(body: RunUpdate, agent: CurrentAgent, db: Db) -> RunUpdateAnswer:
-    return runs.apply_update(db, agent, body)
+async def update_run(body: RunUpdate, call: AgentCallDep) -> RunUpdateAnswer:
+    return await call.run(lambda db, agent: runs.apply_update(db, agent, body))
 
 
 @router.post("/push_events", response_model=PushEventsAnswer)
-def push_events(body: PushEvents, agent: CurrentAgent, db: Db) -> PushEventsAnswer:
-    run = runs.agent_run(db, agent, body.run_id)
-    accepted, duplicates = events.push_events(db, run, body.events)
-    return PushEventsAnswer(accepted=accepted, duplicates=duplicates)
+async def push_events(body: PushEvents, call: AgentCallDep) -> PushEventsAnswer:
+    def work(db: Session, agent: Agent) -> PushEventsAnswer:
+        run = runs.agent_run(db, agent, body.run_id)
+        accepted, duplicates = events.push_events(db, run, body.events)
+        return PushEventsAnswer(accepted=accepted, duplicates=duplicates)
+
+    return await call.run(work)
 
 
 @router.post("/push_logs", response_model=Ok)
@@ -96,10 +106,11 @@ def push_logs(body: PushLogs, agent: CurrentAgent, db: Db) -> Ok:
 
 
 @router.post("/poll_commands", response_model=PollCommandsAnswer)
-def poll_commands(
-    agent: CurrentAgent, ctx: Ctx, db: Db, body: PollCommandsRequest | None = None
+async def poll_commands(
+    call: AgentCallDep, body: PollCommandsRequest | None = None
 ) -> PollCommandsAnswer:
-    answer = commands.poll(db, ctx.box, agent, body.run_id if body else None)
+    run_id = body.run_id if body else None
+    answer = await call.run(lambda db, agent: commands.poll(db, call.ctx.box, agent, run_id))
     return PollCommandsAnswer(**answer)
 
 

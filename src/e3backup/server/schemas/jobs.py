@@ -58,6 +58,8 @@ class VmConfigSpec(WriteModel):
 class NotifySpec(WriteModel):
     emails: list[str] = Field(default_factory=list, max_length=50)
     webhook_url: str | None = Field(default=None, max_length=2000)
+    # write-only: signs each webhook POST (HMAC-SHA256); stored sealed, answered as a flag
+    webhook_secret: str | None = Field(default=None, min_length=16, max_length=200)
     on: list[NotifyStatus] = Field(default_factory=lambda: list(DEFAULT_NOTIFY_ON))
 
 

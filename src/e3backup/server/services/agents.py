@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from e3backup.server.db.base import utcnow
 from e3backup.server.db.models import Agent, Job, Run
@@ -35,9 +36,27 @@ def authenticate_agent(db: Session, agent_id: str | None, token: str | None, ip:
         seconds=LAST_SEEN_RESOLUTION_S
     )
     if stale or agent.last_ip != ip:
-        agent.last_seen_at = now
-        agent.last_ip = ip[:64]
+        _touch(db, agent, now, ip[:64])
     return agent
+
+
+def _touch(db: Session, agent: Agent, now: datetime, ip: str) -> None:
+    """Record last_seen/last_ip in a short transaction of its own, not the request's.
+
+    Left to the request's session, this write would be flushed before the first query and keep
+    SQLite's single write lock (or a PostgreSQL row lock) until the response is built, so polls
+    from thousands of agents would queue behind each other. Alone it holds the lock for one
+    statement, and the poll itself stays read-only."""
+    with db.get_bind().connect() as connection:  # type: ignore[union-attr]
+        connection.execute(
+            update(Agent)
+            .where(Agent.id == agent.id)
+            .where(or_(Agent.last_seen_at.is_(None), Agent.last_seen_at < now))
+            .values(last_seen_at=now, last_ip=ip)
+        )
+        connection.commit()
+    set_committed_value(agent, "last_seen_at", now)
+    set_committed_value(agent, "last_ip", ip)
 
 
 def get_agent(db: Session, actor: Actor, agent_id: int) -> Agent:

@@ -4,18 +4,17 @@ destination/secret view that only the owning agent ever receives."""
 from __future__ import annotations
 
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from e3backup.server import scheduling
 from e3backup.server.crypto import SecretBox
 from e3backup.server.db.base import utcnow
 from e3backup.server.db.models import Agent, Job
 from e3backup.server.db.models.jobs import VM_ENGINES
 from e3backup.server.schemas.jobs import JobCreate, JobOut, JobUpdate, ScheduleSpec
-from e3backup.server.services import audit
+from e3backup.server.services import audit, notify_settings
 from e3backup.server.services.auth import Actor
 from e3backup.server.services.errors import Invalid, NotFound
 
@@ -31,7 +30,6 @@ SECRET_COLUMNS = {
 _RENAMED = {"source_paths": "source_paths_json", "vm_config": "vm_config_json", "vms": "vms_json"}
 _RENAMED["notify"] = "notify_json"
 _JSON_SPECS = ("schedule_json", "retention_json", "policy_json", "vm_config", "notify")
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def _secret_context(column: str) -> str:
@@ -39,28 +37,18 @@ def _secret_context(column: str) -> str:
 
 
 def validate_schedule(schedule: ScheduleSpec) -> None:
-    if schedule.type == "cron" and not (schedule.cron and croniter.is_valid(schedule.cron)):
-        raise Invalid(f"schedule_json.cron is not a valid cron expression: {schedule.cron!r}")
-    if schedule.type in ("daily", "weekly") and schedule.time is None:
-        raise Invalid(f"a {schedule.type} schedule needs schedule_json.time (HH:MM)")
-    if schedule.time is not None:
-        hour, minute = (int(p) for p in schedule.time.split(":"))
-        if hour > 23 or minute > 59:
-            raise Invalid(f"schedule_json.time {schedule.time!r} is not a time of day")
-    if schedule.type == "weekly":
-        day = schedule.weekday
-        ok = (isinstance(day, int) and 0 <= day <= 6) or (
-            isinstance(day, str) and day.lower()[:3] in WEEKDAYS
-        )
-        if not ok:
-            raise Invalid("a weekly schedule needs schedule_json.weekday (0=Monday..6 or mon..sun)")
+    """The scheduler's own parser decides (server/scheduling.py): what saves, schedules."""
+    try:
+        scheduling.parse_schedule(schedule.model_dump())
+    except scheduling.ScheduleError as exc:
+        raise Invalid(str(exc), exc.field) from None
 
 
 def _validate_timezone(name: str) -> None:
     try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise Invalid(f"unknown time zone {name!r} (use an IANA name like Europe/Berlin)") from None
+        scheduling.parse_timezone(name)
+    except scheduling.ScheduleError as exc:
+        raise Invalid(exc.message, exc.field) from None
 
 
 def _visible_agent(db: Session, actor: Actor, agent_id: int) -> Agent:
@@ -94,6 +82,8 @@ def _apply(db: Session, box: SecretBox, job: Job, fields: dict[str, Any]) -> lis
         if name in SECRET_COLUMNS:
             column = SECRET_COLUMNS[name]
             setattr(job, column, box.seal_optional(value, _secret_context(column)))
+        elif name == "notify":
+            job.notify_json = notify_settings.seal(value, job.notify_json, box)
         else:
             setattr(job, _RENAMED.get(name, name), value)
         changed.append(name)
@@ -200,7 +190,7 @@ def job_out(job: Job) -> JobOut:
         policy_json=job.policy_json,
         timezone=job.timezone,
         enabled=job.enabled,
-        notify=job.notify_json,
+        notify=notify_settings.public(job.notify_json),
         next_run_at=job.next_run_at,
         last_slot_at=job.last_slot_at,
         created_at=job.created_at,

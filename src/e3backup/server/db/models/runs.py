@@ -33,6 +33,11 @@ RUN_TYPES = ("backup", "restore", "hyperv_restore")
 TRIGGERS = ("manual", "schedule", "restore", "recovery")
 
 _ACTIVE_BACKUP = "run_type = 'backup' AND status IN ('queued', 'starting', 'running')"
+# finished runs the notification loop has not looked at yet (a small, shrinking set)
+_NOTIFY_PENDING = (
+    "notified_at IS NULL AND status IN "
+    "('success', 'warning', 'partial_success', 'failed', 'cancelled')"
+)
 
 
 class Run(Base):
@@ -49,6 +54,12 @@ class Run(Base):
             unique=True,
             sqlite_where=text(_ACTIVE_BACKUP),
             postgresql_where=text(_ACTIVE_BACKUP),
+        ),
+        Index(
+            "ix_runs_notify_pending",
+            "id",
+            sqlite_where=text(_NOTIFY_PENDING),
+            postgresql_where=text(_NOTIFY_PENDING),
         ),
     )
 
