@@ -134,6 +134,24 @@ class Deployment:
         doc: list[dict[str, Any]] = self.get("/api/v1/backup_points", job_id=job_id)["items"]
         return doc
 
+    def wait_command(self, command_id: int) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            command: dict[str, Any] = self.get(f"/api/v1/commands/{command_id}")
+            return command if command["status"] in ("completed", "failed") else None
+
+        return wait_for(done, 120, f"command {command_id}")
+
+
+def configure_qemu(config_path: Path, vm: Any) -> None:
+    """Point the agent's QEMU provider at the test VM's QMP and guest-agent sockets."""
+    from e3backup.agent.config import load_config, save_config
+
+    config = load_config(config_path)
+    config.qemu.qmp_glob = str(vm.qmp_path)
+    config.qemu.qga_name = vm.qga_path.name
+    config.qemu.scratch_dir = str(vm.dir / "scratch")
+    save_config(config)
+
 
 def agent_id_of(config: Path) -> int:
     import tomllib

@@ -17,13 +17,36 @@ from e3backup.agent.handlers.common import open_job_repository
 from e3backup.agent.run_context import EngineTask, RunContext
 from e3backup.agent.wire import JobContext
 from e3backup.core.errors import CancelledError, E3Error, UsageError
-from e3backup.engines.progress import ProgressTracker
+from e3backup.engines.progress import Progress, ProgressCallback, ProgressTracker
 from e3backup.engines.restore import DiskRestore
 from e3backup.engines.restore_targets import open_target
 from e3backup.repo.manifest import DiskRecord, Snapshot
 
 MIB = 1024 * 1024
+PROGRESS_EVENT_STEPS = 4  # a DISK_PROGRESS event each quarter of a disk (seed 001)
 log = logging.getLogger(__name__)
+
+
+def _disk_progress_events(ctx: RunContext, disk: DiskRecord) -> ProgressCallback:
+    """The run's progress callback, plus HYPERV_RESTORE_DISK_PROGRESS each time the disk
+    crosses a quarter (bounded: at most PROGRESS_EVENT_STEPS events per disk)."""
+    reported = [0]
+
+    def callback(p: Progress) -> None:
+        ctx.progress(p)
+        total = p.bytes_total or 1
+        step = min(PROGRESS_EVENT_STEPS, p.bytes_processed * PROGRESS_EVENT_STEPS // total)
+        if step > reported[0]:
+            reported[0] = step
+            ctx.emit(
+                "HYPERV_RESTORE_DISK_PROGRESS",
+                "info",
+                disk_name=disk.name,
+                bytes_done=p.bytes_processed,
+                bytes_total=p.bytes_total,
+            )
+
+    return callback
 
 
 def _targets(
@@ -78,7 +101,9 @@ def run(task: EngineTask, ctx: RunContext) -> dict[str, Any]:
         log.info(
             "restoring disk %s of snapshot %s to %s (%s)", disk.name, snapshot.id[:12], out, fmt
         )
-        tracker = ProgressTracker(disk.size_bytes, ctx.progress, current_item=disk.name)
+        tracker = ProgressTracker(
+            disk.size_bytes, _disk_progress_events(ctx, disk), current_item=disk.name
+        )
         try:
             restore_target = open_target(out, disk.size_bytes, fmt, overwrite=False)
             DiskRestore(repo, tracker, ctx.cancel, workers, in_flight).run(disk, restore_target)
@@ -88,6 +113,7 @@ def run(task: EngineTask, ctx: RunContext) -> dict[str, Any]:
             failed.append({"disk": disk.name, "error": str(exc)})
             ctx.emit("HYPERV_RESTORE_DISK_FAILED", "error", disk_name=disk.name, message=str(exc))
         else:
+            tracker.report()  # the last quarter's DISK_PROGRESS (adds are throttled)
             restored.append({"disk": disk.name, "path": str(out), "size_bytes": disk.size_bytes})
             ctx.emit("HYPERV_RESTORE_DISK_COMPLETE", "info", **names)
         ctx.offset_processed += disk.size_bytes
