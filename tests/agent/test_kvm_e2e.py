@@ -33,6 +33,7 @@ from e3backup.server.db.engine import make_engine, make_session_factory, session
 from e3backup.server.db.models import Job, Run
 
 SCHEDULER = {"scheduler_tick_s": "1"}
+CAPPED = {"bandwidth_limit_kbps": 1024, "compression": "none"}  # the Full takes seconds
 BACKUP_ORDER = [
     "REPO_POLICY",
     "HYPERV_VM_STARTING",
@@ -105,7 +106,7 @@ def assert_events_once_in_order(events: list[dict[str, Any]], expected: list[str
     assert [names.index(m) for m in expected] == sorted(names.index(m) for m in expected), names
 
 
-def scheduled_backup(dep: Deployment, job_id: int, known: set[int]) -> dict[str, Any]:
+def scheduled_backup(dep: Deployment, job_id: int, known: set[int]) -> list[float]:
     wait_for(lambda: primed(dep, job_id), 60, "the scheduler to prime the job")
     pass_one_hour(dep, job_id)
     run, progress = follow_progress(dep, scheduled_run(dep, job_id, known)["id"])
@@ -114,7 +115,7 @@ def scheduled_backup(dep: Deployment, job_id: int, known: set[int]) -> dict[str,
     assert progress == sorted(progress), f"progress went backwards: {progress}"
     assert_events_once_in_order(dep.events(run["id"]), BACKUP_ORDER)
     known.add(run["id"])
-    return run
+    return progress
 
 
 def restore(dep: Deployment, point_id: int, target: Path, **fields: Any) -> dict[str, Any]:
@@ -163,10 +164,12 @@ def test_scheduled_kvm_backups_to_s3_and_vhdx_restores(
                 engine="kvm",
                 vms=["vm1"],
                 schedule_json={"type": "hourly", "minute": 0},
+                policy_json=CAPPED,
                 **s3_destination(seaweed_server),
             )
             known: set[int] = set()
-            scheduled_backup(dep, job["id"], known)
+            full_progress = scheduled_backup(dep, job["id"], known)
+            assert min(full_progress) < 100.0, "the capped Full run was seen mid-way"
             at_full = vm.capture("vdb", tmp_path / "vdb-full.raw")
             vm.guest_write(4 * 1024 * 1024, os.urandom(128 * 1024))
             scheduled_backup(dep, job["id"], known)
