@@ -9,7 +9,6 @@ names}), ("log", {ts, level, message}), ("cleanup", {id, argv}), ("cleanup_done"
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from typing import Any
 
 from e3backup.core.cancel import CancelToken
 from e3backup.core.ids import new_id
-from e3backup.engines.progress import Progress
+from e3backup.engines.progress import Progress, TrailingThrottle
 
 Send = Callable[[tuple[str, dict[str, Any]]], None]
 PROGRESS_INTERVAL_S = 0.5
@@ -50,8 +49,9 @@ class RunContext:
         self.task = task
         self.cancel = cancel
         self._send = send
-        self._last_progress = 0.0
-        self._lock = threading.Lock()
+        self._latest: dict[str, Any] | None = None  # the newest RunUpdate progress fields
+        self._send_lock = threading.Lock()  # progress goes out in order, newest last
+        self._throttle = TrailingThrottle(PROGRESS_INTERVAL_S, self._send_latest)
         self.offset_processed = 0  # for cumulative progress over several disks
         self.offset_transferred = 0
         self.bytes_total: int | None = None
@@ -63,30 +63,27 @@ class RunContext:
         )
 
     def progress(self, p: Progress, force: bool = False) -> None:
-        """Engine progress callback, throttled; cumulative when offsets are set."""
-        now = time.monotonic()
-        with self._lock:
-            done = p.bytes_processed >= p.bytes_total
-            if not (force or done) and now - self._last_progress < PROGRESS_INTERVAL_S:
-                return
-            self._last_progress = now
+        """Engine progress callback, throttled (the newest value is sent at the end of each
+        interval); cumulative when offsets are set. The update is computed now, with the
+        offsets of now, so a deferred send never mixes one disk's bytes with the next's."""
         total = self.bytes_total if self.bytes_total is not None else p.bytes_total
         processed = self.offset_processed + p.bytes_processed
         pct = 100.0 if total == 0 else min(100.0, 100.0 * processed / total)
-        self._send(
-            (
-                "progress",
-                {
-                    "progress_pct": round(pct, 2),
-                    "bytes_total": total,
-                    "bytes_processed": processed,
-                    "bytes_transferred": self.offset_transferred + p.bytes_transferred,
-                    "speed_bytes_per_sec": int(p.speed_bytes_per_sec),
-                    "eta_seconds": int(p.eta_seconds) if p.eta_seconds is not None else None,
-                    "current_item": p.current_item,
-                },
-            )
-        )
+        self._latest = {
+            "progress_pct": round(pct, 2),
+            "bytes_total": total,
+            "bytes_processed": processed,
+            "bytes_transferred": self.offset_transferred + p.bytes_transferred,
+            "speed_bytes_per_sec": int(p.speed_bytes_per_sec),
+            "eta_seconds": int(p.eta_seconds) if p.eta_seconds is not None else None,
+            "current_item": p.current_item,
+        }
+        self._throttle(force=force or p.bytes_processed >= p.bytes_total)
+
+    def _send_latest(self) -> None:
+        with self._send_lock:
+            if self._latest is not None:
+                self._send(("progress", self._latest))
 
     def register_cleanup(self, argv: list[str]) -> str:
         """A command the agent runs if this process dies before `cleanup_done(id)`."""

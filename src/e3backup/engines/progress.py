@@ -26,8 +26,51 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+class TrailingThrottle:
+    """Runs `fire` at most once per `interval_s`. A call inside the interval is deferred to its
+    end rather than dropped, so the newest state always goes out even when nothing follows (a
+    backup waiting on slow uploads reports nothing new for many seconds)."""
+
+    def __init__(self, interval_s: float, fire: Callable[[], None]) -> None:
+        self._interval_s = interval_s
+        self._fire = fire
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+        self._timer: threading.Timer | None = None
+
+    def __call__(self, force: bool = False) -> None:
+        with self._lock:
+            wait = self._interval_s - (time.monotonic() - self._last)
+            if not force and (wait > 0 or self._timer is not None):
+                if self._timer is None:
+                    self._timer = threading.Timer(max(wait, 0.0), self._deferred)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+            self._cancel_locked()
+            self._last = time.monotonic()
+        self._fire()
+
+    def cancel(self) -> None:
+        """Drop a deferred call (the caller is about to fire for the last time itself)."""
+        with self._lock:
+            self._cancel_locked()
+
+    def _cancel_locked(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _deferred(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._last = time.monotonic()
+        self._fire()
+
+
 class ProgressTracker:
-    """Thread-safe counters; calls the callback at most every `interval_s` (and at the end)."""
+    """Thread-safe counters; calls the callback at most every `interval_s`, with the newest
+    counters at the end of an interval in which they changed, and whenever `report()` is called."""
 
     def __init__(
         self,
@@ -39,11 +82,10 @@ class ProgressTracker:
         self.bytes_total = bytes_total
         self.current_item = current_item
         self._callback = callback
-        self._interval_s = interval_s
         self._lock = threading.Lock()
         self._report_lock = threading.Lock()
         self._started = time.monotonic()
-        self._last_report = 0.0
+        self._throttle = TrailingThrottle(interval_s, self._report_now)
         self.bytes_processed = 0
         self.bytes_transferred = 0
         self.bytes_read = 0
@@ -53,12 +95,7 @@ class ProgressTracker:
             self.bytes_processed += processed
             self.bytes_transferred += transferred
             self.bytes_read += read
-            now = time.monotonic()
-            due = now - self._last_report >= self._interval_s
-            if due:
-                self._last_report = now
-        if due:
-            self.report()
+        self._throttle()
 
     def snapshot(self) -> Progress:
         with self._lock:
@@ -77,6 +114,11 @@ class ProgressTracker:
             )
 
     def report(self) -> None:
+        """Report now (and drop a deferred report: this one is newer)."""
+        self._throttle.cancel()
+        self._report_now()
+
+    def _report_now(self) -> None:
         if self._callback is not None:
             with self._report_lock:  # serialized, so callbacks see counters only grow
                 self._callback(self.snapshot())
