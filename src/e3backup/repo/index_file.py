@@ -14,12 +14,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import blake3
 import numpy as np
 
 from e3backup.core.errors import E3Error, IntegrityError, ObjectNotFound
 from e3backup.repo import formats
 from e3backup.repo.blob import BlobCodec
-from e3backup.repo.index_rows import ROW_DTYPE, ChunkLocation, IndexEntries
+from e3backup.repo.index_rows import ROW_DTYPE, ChunkLocation, IndexEntries, concat_entries
 from e3backup.storage.backend import Backend
 
 # formats.INDEX_ENTRY as a numpy record; `pack_words` overlaps `pack` to compare pack ids fast.
@@ -56,6 +57,41 @@ def encode_index_entries(entries: IndexEntries) -> bytes:
     out["raw"] = rows["raw"]
     header = formats.INDEX_HEADER.pack(formats.INDEX_MAGIC, formats.INDEX_VERSION, len(rows))
     return header + out.tobytes()
+
+
+class IndexObjectWriter:
+    """Stores rows as index objects of `per_object` entries, in the order they are added,
+    holding at most one object's worth of rows (plus the part being added)."""
+
+    def __init__(self, backend: Backend, codec: BlobCodec, per_object: int) -> None:
+        self._backend, self._codec, self._per_object = backend, codec, per_object
+        self._parts: list[IndexEntries] = []
+        self._pending = 0
+        self.keys: list[str] = []
+
+    def add(self, entries: IndexEntries) -> None:
+        if not len(entries):
+            return
+        self._parts.append(entries)
+        self._pending += len(entries)
+        while self._pending >= self._per_object:
+            self._write(self._per_object)
+
+    def close(self) -> list[str]:
+        """Store what is left; the keys of every object written."""
+        if self._pending:
+            self._write(self._pending)
+        return self.keys
+
+    def _write(self, count: int) -> None:
+        whole = concat_entries(self._parts)
+        payload = encode_index_entries(IndexEntries(whole.rows[:count], whole.pack_ids))
+        key = formats.INDEX_PREFIX + blake3.blake3(payload).hexdigest()
+        self._backend.put(key, self._codec.encode(payload, key.encode()))
+        self.keys.append(key)
+        rest = whole.rows[count:]
+        self._parts = [IndexEntries(rest, whole.pack_ids)] if len(rest) else []
+        self._pending = len(rest)
 
 
 def _check_header(data: bytes | memoryview) -> int:

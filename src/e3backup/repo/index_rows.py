@@ -168,3 +168,30 @@ class Located:
 
     def get(self, i: int) -> ChunkLocation | None:
         return location(self.rows[i], self.pack_ids) if self.found[i] else None
+
+
+def concat_entries(parts: list[IndexEntries]) -> IndexEntries:
+    """The rows of `parts` in order, their pack numbers renumbered into one table."""
+    if len(parts) == 1:
+        return parts[0]
+    numbers: dict[bytes, int] = {}
+    out = np.empty(sum(len(p) for p in parts), dtype=ROW_DTYPE)
+    start = 0
+    for part in parts:
+        mapping = np.array(
+            [numbers.setdefault(p, len(numbers)) for p in part.pack_ids], dtype=np.uint32
+        )
+        end = start + len(part)
+        as_records(out)[start:end] = as_records(part.rows)
+        if len(part):
+            out["pack"][start:end] = mapping[part.rows["pack"]]
+        start = end
+    return IndexEntries(out, list(numbers))
+
+
+def rows_in_packs(entries: IndexEntries, pack_ids: Collection[bytes]) -> npt.NDArray[np.bool_]:
+    """A mask over `entries.rows`: True for the rows whose pack is one of `pack_ids`."""
+    wanted = np.array([p in pack_ids for p in entries.pack_ids], dtype=bool)
+    if not len(wanted):
+        return np.zeros(len(entries), dtype=bool)
+    return np.asarray(wanted[entries.rows["pack"]])

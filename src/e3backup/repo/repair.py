@@ -19,10 +19,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from e3backup.core.errors import E3Error, IntegrityError, ObjectNotFound
 from e3backup.repo import formats, verification
-from e3backup.repo.chunk_index import ChunkIndex, ChunkLocation
+from e3backup.repo.chunk_index import ChunkIndex, ChunkLocation, IndexEntries
 from e3backup.repo.gc import INDEX_ENTRIES_PER_OBJECT, write_index_objects
+from e3backup.repo.index_file import read_index_objects
+from e3backup.repo.index_rows import rows_in_packs, take_rows
 from e3backup.repo.manifest import Snapshot
 from e3backup.repo.pack import PackEntry, read_trailer_from_tail, trailer_tail_length
 from e3backup.repo.repository import Repository
@@ -30,7 +35,6 @@ from e3backup.repo.session import WriteSession
 from e3backup.repo.tombstones import forget_snapshot
 
 RepairProgress = Callable[[int, int], None]  # (bytes done, bytes total)
-Entry = tuple[bytes, ChunkLocation]
 SCOPE_REPAIR = "repair snapshots"
 
 
@@ -73,11 +77,10 @@ def repair_index(
         packs = {_pack_id(i.key): i.size_bytes for i in repo.backend.list(formats.PACKS_PREFIX)}
         report.packs, report.old_index_objects = len(packs), len(old_keys)
         entries = _entries_from_packs(repo, packs, report, progress)
-        old = _old_entries(repo, old_keys, report)
         unreadable = {bytes.fromhex(p) for p in report.unreadable_packs}
-        entries += [e for e in old if e[1].pack_id in unreadable]
-        report.entries_of_missing_packs = sum(1 for e in old if e[1].pack_id not in packs)
-        report.index_objects_written = -(-len(entries) // INDEX_ENTRIES_PER_OBJECT)
+        entries += _old_entries(repo, old_keys, set(packs), unreadable, report)
+        count = sum(len(part) for part in entries)
+        report.index_objects_written = -(-count // INDEX_ENTRIES_PER_OBJECT)
         if not dry_run:
             written = write_index_objects(repo, entries)
             report.index_objects_written = len(written)
@@ -99,8 +102,9 @@ def _entries_from_packs(
     packs: dict[bytes, int],
     report: IndexRepairReport,
     progress: RepairProgress | None,
-) -> list[Entry]:
-    entries: list[Entry] = []
+) -> list[IndexEntries]:
+    """One part of rows per readable pack, in pack id order."""
+    entries: list[IndexEntries] = []
     total, done = sum(packs.values()), 0
     with ThreadPoolExecutor(repo.backend.properties().parallelism) as pool:
         ordered = sorted(packs.items())
@@ -115,7 +119,9 @@ def _entries_from_packs(
                 continue
             report.packs_indexed += 1
             report.blobs_indexed += len(result)
-            entries += [(e.chunk_id, _location(pack_id, e)) for e in result]
+            entries.append(
+                IndexEntries.from_items((e.chunk_id, _location(pack_id, e)) for e in result)
+            )
     return entries
 
 
@@ -133,16 +139,31 @@ def _read_pack_trailer(repo: Repository, pack_id: bytes, size: int) -> list[Pack
         return str(exc)
 
 
-def _old_entries(repo: Repository, keys: list[str], report: IndexRepairReport) -> list[Entry]:
-    entries: list[Entry] = []
-    for key in keys:
-        try:
-            entries += repo.read_index_object(key)
-        except ObjectNotFound:
-            continue
-        except E3Error:
+def _old_entries(
+    repo: Repository,
+    keys: list[str],
+    stored: set[bytes],
+    unreadable: set[bytes],
+    report: IndexRepairReport,
+) -> list[IndexEntries]:
+    """The old index's rows of packs whose trailer cannot be read (carried over); counts the
+    rows of packs that are gone (dropped)."""
+    kept: list[IndexEntries] = []
+
+    def on_error(key: str, exc: E3Error) -> None:
+        if not isinstance(exc, ObjectNotFound):
             report.unreadable_index_objects += 1
-    return entries
+
+    workers = repo.backend.properties().parallelism
+    for _, entries in read_index_objects(repo.backend, repo.codec, keys, workers, on_error):
+        if entries is None:
+            continue
+        present = rows_in_packs(entries, stored)
+        report.entries_of_missing_packs += int(np.count_nonzero(~present))
+        carried = rows_in_packs(entries, unreadable)
+        if carried.any():
+            kept.append(IndexEntries(take_rows(entries.rows, carried), entries.pack_ids))
+    return kept
 
 
 def _location(pack_id: bytes, entry: PackEntry) -> ChunkLocation:
@@ -187,7 +208,8 @@ def find_damaged_snapshots(
 ) -> list[SnapshotDamage]:
     """Snapshots with a page or chunk that is in no index object or whose pack is gone."""
     index = repo.read_index_view().index
-    stored = {_pack_id(info.key) for info in repo.backend.list(formats.PACKS_PREFIX)}
+    packs = {_pack_id(info.key) for info in repo.backend.list(formats.PACKS_PREFIX)}
+    stored = np.array([p in packs for p in index.pack_ids()] or [False], dtype=bool)
     pages: dict[bytes, str] = {}  # page id -> problem ('' when whole); pages dedupe
     total = sum(d.size_bytes for s in snapshots for d in s.disks)
     done = 0
@@ -210,27 +232,26 @@ def find_damaged_snapshots(
     return damaged
 
 
-def _page_problem(repo: Repository, index: ChunkIndex, stored: set[bytes], page_id: bytes) -> str:
-    loc = index.get(page_id)
-    if loc is None or loc.pack_id not in stored:
+def _page_problem(
+    repo: Repository, index: ChunkIndex, stored: npt.NDArray[np.bool_], page_id: bytes
+) -> str:
+    """'' if the page and every chunk it names are indexed in stored packs, else what is not.
+    `stored[n]`: whether the index's pack number n is stored."""
+    located = index.locate_many(page_id)
+    loc = located.get(0)
+    if loc is None or not stored[int(located.rows["pack"][0])]:
         where = "in no index object" if loc is None else f"in missing pack {loc.pack_id.hex()[:16]}"
         return f"index page {page_id.hex()[:16]} is {where}"
     try:
         page = repo.decode_chunk(
             repo.read_pack_range(loc.pack_id, loc.offset, loc.length), page_id, loc
         )
-    except IntegrityError as exc:
+        located = index.locate_many(page)
+    except (IntegrityError, ValueError) as exc:
         return f"index page {page_id.hex()[:16]} is unreadable: {exc}"
-    unindexed = gone = 0
-    for pos in range(0, len(page), formats.ID_BYTES):
-        chunk_id = page[pos : pos + formats.ID_BYTES]
-        if chunk_id == formats.ZERO_ID:
-            continue
-        chunk_loc = index.get(chunk_id)
-        if chunk_loc is None:
-            unindexed += 1
-        elif chunk_loc.pack_id not in stored:
-            gone += 1
+    named = np.frombuffer(page, dtype=np.uint8).reshape(-1, formats.ID_BYTES).any(axis=1)
+    unindexed = int(np.count_nonzero(named & ~located.found))
+    gone = int(np.count_nonzero(located.found & ~stored[located.rows["pack"]]))
     if not unindexed and not gone:
         return ""
     return (

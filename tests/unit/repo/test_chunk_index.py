@@ -5,17 +5,22 @@ from __future__ import annotations
 import os
 import threading
 
+import blake3
 import numpy as np
 import pytest
 
-from e3backup.repo import chunk_index
+from e3backup.repo import chunk_index, formats
 from e3backup.repo.chunk_index import ChunkIndex, ChunkLocation, IndexEntries
 from e3backup.repo.index_file import (
+    IndexObjectWriter,
     decode_index,
     decode_index_entries,
     encode_index,
     encode_index_entries,
 )
+from e3backup.repo.index_rows import concat_entries, rows_in_packs
+from e3backup.repo.repository import Repository
+from e3backup.storage.backend import Backend
 
 PACK_A = b"\xaa" * 32
 PACK_B = b"\xbb" * 32
@@ -311,3 +316,22 @@ def test_entries_without_damaged_blobs() -> None:
     kept = entries.without({(b"\x01" * 32, PACK_B), (b"\x03" * 32, PACK_A)})
     assert list(kept.items()) == [(b"\x01" * 32, _loc(1)), (b"\x02" * 32, _loc(3))]
     assert entries.without(set()) is entries
+
+
+def test_index_object_writer_stores_what_encode_index_would(repo_backend: Backend) -> None:
+    """Parts with their own pack tables, cut across object boundaries, give the same objects
+    (same bytes, same keys) as encoding the concatenated Python entries in slices."""
+    repo = Repository.init(repo_backend, "pw")
+    items = [(os.urandom(32), _loc(n, bytes([n % 5]) * 32)) for n in range(23)]
+    writer = IndexObjectWriter(repo.backend, repo.codec, per_object=7)
+    for start, end in ((0, 3), (3, 3), (3, 12), (12, 23)):
+        writer.add(IndexEntries.from_items(items[start:end]))
+    keys = writer.close()
+    payloads = [encode_index(items[i : i + 7]) for i in range(0, len(items), 7)]
+    assert keys == [formats.INDEX_PREFIX + blake3.blake3(p).hexdigest() for p in payloads]
+    assert [
+        list(decode_index(repo.codec.decode(repo.backend.get(k), k.encode()))) for k in keys
+    ] == [items[i : i + 7] for i in range(0, len(items), 7)]
+    whole = concat_entries([IndexEntries.from_items(items[:5]), IndexEntries.from_items(items[5:])])
+    assert list(whole.items()) == items
+    assert rows_in_packs(whole, {bytes([1]) * 32}).tolist() == [n % 5 == 1 for n in range(23)]
