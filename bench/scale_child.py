@@ -1,6 +1,6 @@
 """One measured operation on a scale-bench repository, in a fresh process (see scale_bench.py).
 
-    python bench/scale_child.py open|check|prune|touch REPO_DIR SAMPLE_IDS_FILE
+    python bench/scale_child.py open|check|prune|prune-real|touch REPO_DIR SAMPLE_IDS_FILE
 
 Prints one JSON object: wall seconds of the operation, the process's VmRSS before and after,
 and its VmHWM (peak RSS). Uses only APIs that the code before the index rework has too, so
@@ -17,12 +17,14 @@ from typing import Any
 
 import e3backup
 from e3backup.repo.check import check_repository
-from e3backup.repo.gc import PruneOptions, prune
+from e3backup.repo.gc import DEFAULT_GRACE_S, PruneOptions, prune
 from e3backup.repo.repository import Repository
+from e3backup.repo.tombstones import forget_snapshot
 from e3backup.storage.local import LocalBackend
 
 PASSWORD = "bench-password-not-secret"
 PAGE = 1024  # ids per batched lookup: one disk index page
+FORGET = 3  # snapshots the real prune forgets first (of 10, each naming its own chunks)
 
 
 def status_kib(field: str) -> int:
@@ -55,6 +57,32 @@ def measure_open(repo: Repository, sample: bytes) -> dict[str, Any]:
     return doc
 
 
+def measure_real_prune(repo: Repository) -> dict[str, Any]:
+    """Forget FORGET snapshots, prune past their grace (unindex), prune past the packs' grace
+    (delete). Repack threshold 0: the synthetic data blobs cannot be repacked, so packs with
+    any live chunk stay and only whole garbage packs leave (the packs' sizes say how much)."""
+    now = time.time()
+    started = time.monotonic()
+    for snapshot in sorted(repo.list_snapshots(), key=lambda s: s.source_id)[:FORGET]:
+        forget_snapshot(repo, snapshot, lambda: now)
+    doc: dict[str, Any] = {"forget_s": time.monotonic() - started}
+    for step, offset in (("unindex", 1), ("delete", 2)):
+        at = now + offset * (DEFAULT_GRACE_S + 1)
+        started = time.monotonic()
+        report = prune(repo, PruneOptions(max_repack_ratio=0.0, clock=lambda at=at: at))
+        doc[f"{step}_s"] = time.monotonic() - started
+        doc[f"{step}_rss"] = status_kib("VmHWM") * 1024
+        doc[step] = {
+            "unindexed": report.packs_unindexed,
+            "rewritten": report.index_objects_rewritten,
+            "deleted": report.packs_deleted,
+            "repacked": report.packs_repacked,
+        }
+    doc["seconds"] = doc["forget_s"] + doc["unindex_s"] + doc["delete_s"]
+    doc["peak_rss"] = status_kib("VmHWM") * 1024
+    return doc
+
+
 def main() -> None:
     operation, root, sample_file = sys.argv[1], sys.argv[2], sys.argv[3]
     if operation == "touch":  # what first writes to fresh memory cost on this machine
@@ -66,6 +94,8 @@ def main() -> None:
     doc: dict[str, Any] = {"code": str(Path(e3backup.__file__).parents[1])}
     if operation == "open":
         doc.update(measure_open(repo, Path(sample_file).read_bytes()))
+    elif operation == "prune-real":
+        doc.update(measure_real_prune(repo))
     else:
         started = time.monotonic()
         if operation == "check":
