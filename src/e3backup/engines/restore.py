@@ -43,27 +43,36 @@ class FetchRun:
 
 
 def plan_runs(repo: Repository, disk: DiskRecord) -> Iterator[FetchRun | tuple[int, int]]:
-    """Yield FetchRuns for stored chunks and (offset, length) for all-zero chunks."""
+    """Yield FetchRuns for stored chunks and (offset, length) for all-zero chunks. Chunks are
+    located a whole index page at a time (one vectorized lookup per page)."""
     run: FetchRun | None = None
-    for chunk_no, chunk_id in enumerate(repo.disk_chunk_ids(disk, pages_ahead=PAGES_AHEAD)):
-        offset = chunk_no * disk.chunk_size
-        if chunk_id == formats.ZERO_ID:
-            yield offset, min(disk.chunk_size, disk.size_bytes - offset)
-            continue
-        loc = repo.locate(chunk_id)
-        adjacent = (
-            run is not None
-            and run.pack_id == loc.pack_id
-            and run.end == loc.offset
-            and loc.offset + loc.length - run.start <= MAX_RUN_BYTES
-        )
-        if not adjacent:
-            if run is not None:
-                yield run
-            run = FetchRun(loc.pack_id, loc.offset, loc.offset)
-        assert run is not None
-        run.items.append((offset, chunk_id, loc))
-        run.end = loc.offset + loc.length
+    chunk_no = 0
+    for page in repo.disk_pages(disk, pages_ahead=PAGES_AHEAD):
+        for pos, found in zip(
+            range(0, len(page), formats.ID_BYTES),
+            repo.index.locate_many(page).locations(),
+            strict=True,
+        ):
+            chunk_id = page[pos : pos + formats.ID_BYTES]
+            offset = chunk_no * disk.chunk_size
+            chunk_no += 1
+            if chunk_id == formats.ZERO_ID:
+                yield offset, min(disk.chunk_size, disk.size_bytes - offset)
+                continue
+            loc = found or repo.locate(chunk_id)  # locate says why it is missing
+            adjacent = (
+                run is not None
+                and run.pack_id == loc.pack_id
+                and run.end == loc.offset
+                and loc.offset + loc.length - run.start <= MAX_RUN_BYTES
+            )
+            if not adjacent:
+                if run is not None:
+                    yield run
+                run = FetchRun(loc.pack_id, loc.offset, loc.offset)
+            assert run is not None
+            run.items.append((offset, chunk_id, loc))
+            run.end = loc.offset + loc.length
     if run is not None:
         yield run
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from e3backup.core.errors import E3Error
 from e3backup.repo import formats
 from e3backup.repo.manifest import DiskRecord, Snapshot
@@ -19,11 +21,10 @@ def verify_parent(repo: Repository, parent: Snapshot) -> str:
     """
     try:
         for disk in parent.disks:
-            missing = sum(
-                1
-                for chunk_id in repo.disk_chunk_ids(disk)
-                if chunk_id != formats.ZERO_ID and chunk_id not in repo.index
-            )
+            missing = 0
+            for page in repo.disk_pages(disk):  # one batched lookup per page
+                named = np.frombuffer(page, dtype=np.uint8).reshape(-1, formats.ID_BYTES).any(1)
+                missing += int(np.count_nonzero(named & ~repo.index.contains_many(page)))
             if missing:
                 return (
                     f"parent snapshot {parent.id[:12]} failed verification "

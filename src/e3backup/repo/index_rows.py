@@ -169,6 +169,17 @@ class Located:
     def get(self, i: int) -> ChunkLocation | None:
         return location(self.rows[i], self.pack_ids) if self.found[i] else None
 
+    def locations(self) -> list[ChunkLocation | None]:
+        """`get(i)` for every i, converted column by column (no per-row field access)."""
+        columns = [self.rows[name].tolist() for name in ("pack", "type", "offset", "length", "raw")]
+        packs = self.pack_ids
+        return [
+            ChunkLocation(packs[pack], blob_type, offset, length, raw) if found else None
+            for found, pack, blob_type, offset, length, raw in zip(
+                self.found.tolist(), *columns, strict=True
+            )
+        ]
+
 
 def concat_entries(parts: list[IndexEntries]) -> IndexEntries:
     """The rows of `parts` in order, their pack numbers renumbered into one table."""

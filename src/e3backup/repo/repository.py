@@ -282,13 +282,19 @@ class Repository:
     def disk_chunk_ids(self, disk: DiskRecord, pages_ahead: int = 0) -> Iterator[bytes]:
         """The chunk ids of a disk in order (ZERO_ID for all-zero chunks), one page at a time;
         with `pages_ahead`, that many pages are fetched in parallel ahead of the consumer."""
+        for page in self.disk_pages(disk, pages_ahead):
+            for pos in range(0, len(page), formats.ID_BYTES):
+                yield page[pos : pos + formats.ID_BYTES]
+
+    def disk_pages(self, disk: DiskRecord, pages_ahead: int = 0) -> Iterator[bytes]:
+        """The disk's index pages in order (concatenated chunk ids, for batched lookups such as
+        `index.locate_many`); the ids in all of them must cover the disk's size."""
         count = -(-disk.size_bytes // disk.chunk_size)
         produced = 0
         for page_hex, page in self._pages(disk, pages_ahead):
             if len(page) % formats.ID_BYTES:
                 raise IntegrityError(f"index page {page_hex[:16]} has a partial entry")
-            for pos in range(0, len(page), formats.ID_BYTES):
-                yield page[pos : pos + formats.ID_BYTES]
+            yield page
             produced += len(page) // formats.ID_BYTES
         if produced != count:
             raise IntegrityError(

@@ -33,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import blake3
+import numpy as np
 
 from e3backup.core.cancel import run_in_context
 from e3backup.core.errors import E3Error, IntegrityError, ObjectNotFound, StorageError
@@ -291,8 +292,10 @@ class WriteSession:
             return
         fresh = self.repo.read_index_view()
         missing: dict[bytes, ChunkLocation] = {}
-        for chunk_id in self._referenced(snapshot):
-            if chunk_id != formats.ZERO_ID and chunk_id not in fresh.index:
+        for ids in self._referenced(snapshot):
+            named = np.frombuffer(ids, dtype=np.uint8).reshape(-1, formats.ID_BYTES).any(axis=1)
+            for i in np.flatnonzero(named & ~fresh.index.contains_many(ids)):
+                chunk_id = ids[i * formats.ID_BYTES : (i + 1) * formats.ID_BYTES]
                 missing[chunk_id] = self._locate(chunk_id)
         for pack_id in {loc.pack_id for loc in missing.values()}:
             try:
@@ -320,16 +323,17 @@ class WriteSession:
         return loc
 
     def _referenced(self, snapshot: Snapshot) -> Iterator[bytes]:
-        """Every page and chunk id of the snapshot, located through this session's view."""
+        """Every page id of the snapshot followed by the chunk ids that page names, as
+        concatenated ids (one batch per page), located through this session's view."""
         for disk in snapshot.disks:
             for page_hex in disk.pages:
                 page_id = bytes.fromhex(page_hex)
-                yield page_id
                 loc = self._locate(page_id)
                 blob = self.repo.read_pack_range(loc.pack_id, loc.offset, loc.length)
                 page = self.repo.decode_chunk(blob, page_id, loc)
-                for pos in range(0, len(page), formats.ID_BYTES):
-                    yield page[pos : pos + formats.ID_BYTES]
+                if len(page) % formats.ID_BYTES:
+                    raise IntegrityError(f"index page {page_hex[:16]} has a partial entry")
+                yield page_id + page
 
 
 def _location(pack_id: bytes, entry: PackEntry) -> ChunkLocation:
