@@ -26,7 +26,7 @@ from e3backup.server.schemas.commands import (
     NasUnmountRequest,
     TestDestinationRequest,
 )
-from e3backup.server.schemas.common import IdPath, Page
+from e3backup.server.schemas.common import IdPath, OffsetQuery, Page
 from e3backup.server.services import agents, audit, commands, remote_commands, vms
 from e3backup.server.services.errors import NotFound
 
@@ -49,7 +49,7 @@ def list_agents(
     ctx: Ctx,
     db: Db,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> Page[AgentOut]:
     rows, total = agents.list_agents(db, actor, limit, offset)
     window = ctx.settings.agent_online_window_s
