@@ -16,6 +16,7 @@ from e3backup.server.api import (
     errors,
     health,
     metrics,
+    recovery,
     v1_agents,
     v1_auth,
     v1_jobs,
@@ -37,6 +38,7 @@ ROUTERS = (
     v1_jobs.router,
     v1_runs.router,
     v1_points.router,
+    recovery.router,
 )
 
 

@@ -3,11 +3,16 @@ tenant, an admin with an API token, an enrolled agent, and helpers to call both 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from sqlalchemy.orm import Session, sessionmaker
 
+from e3backup.server.db.engine import make_engine, make_session_factory
+from e3backup.server.settings import SQLITE_FILE_NAME
 from fixtures.server_process import LiveServer
 
 PASSWORD = "correct horse battery"
@@ -91,6 +96,11 @@ def make_tenant(
 ) -> Tenant:
     extra = ["--parent", parent] if parent else []
     tenant = server.admin("tenant", "create", name, *extra)
+    return make_user(server, name, tenant["id"], role)
+
+
+def make_user(server: LiveServer, name: str, tenant_id: int, role: str) -> Tenant:
+    """Another user (with an API token) of an existing tenant."""
     password_file = server.data_dir / f"{name}.pw"
     password_file.write_text(PASSWORD)
     email = f"{role}@{name}.test"
@@ -106,7 +116,40 @@ def make_tenant(
         str(password_file),
     )
     token = server.admin("api-token", "create", email)["token"]
-    return Tenant(server, name, tenant["id"], token, email)
+    return Tenant(server, name, tenant_id, token, email)
+
+
+def backed_up_point(tenant: Tenant, agent: Agent, **job_fields: Any) -> int:
+    """A disk_image job backed up once by the agent; the id of its backup point."""
+    job = tenant.create_job(agent, **job_fields)
+    run_id = tenant.run_now(job["id"])["id"]
+    assert agent.post("next_run").json()["run_id"] == run_id
+    assert agent.post("update_run", {"run_id": run_id, "status": "running"}).is_success
+    done = {"run_id": run_id, "status": "success", "snapshot_id": f"snap-{run_id}"}
+    assert agent.post("update_run", done).json()["status"] == "success"
+    points = tenant.api("GET", "/backup_points", params={"job_id": job["id"]}).json()["items"]
+    point_id: int = points[0]["id"]
+    return point_id
+
+
+def start_restore(tenant: Tenant, point_id: int) -> dict[str, Any]:
+    answer = tenant.api(
+        "POST", "/restores", json={"backup_point_id": point_id, "target_path": "/restore"}
+    )
+    assert answer.status_code == 201, answer.text
+    doc: dict[str, Any] = answer.json()
+    return doc
+
+
+@contextmanager
+def server_db(server: LiveServer) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the live server's own database, for a test that must edit a row (a clock
+    it cannot wait for) or look at what is stored."""
+    engine = make_engine(server.db_url or f"sqlite:///{server.data_dir / SQLITE_FILE_NAME}")
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
 
 
 def assert_no_secret(text: str) -> None:

@@ -40,6 +40,16 @@ def test_bad_requests_are_4xx_with_a_message(make_server) -> None:
         ("POST", "/api/agent/next_run", {"headers": {"X-Agent-ID": HUGE, "X-Agent-Token": "x"}}),
         ("POST", "/api/v1/auth/login", {"json": {"email": "a", "password": "b", "x": 1}}),
         ("GET", "/api/v1/jobs", {"headers": {"Authorization": "Basic abc"}}),
+        # found by schemathesis: 500s from the database instead of a 4xx
+        ("GET", f"/api/v1/jobs/{2**31}", {"headers": auth}),  # PostgreSQL INTEGER ids
+        ("GET", f"/api/v1/jobs?offset={HUGE}", {"headers": auth}),  # SQLite integer overflow
+        ("GET", "/api/v1/runs?status=%00", {"headers": auth}),  # NUL: PostgreSQL text
+        ("POST", "/api/v1/auth/login", {"json": {"email": "a\x00", "password": "b"}}),
+        (
+            "POST",
+            "/api/agent/push_logs",
+            {"json": {"run_id": 1, "lines": [{"message": "a\x00"}]}, "headers": agent.headers()},
+        ),
     ]
     for method, path, kwargs in cases:
         answer = httpx.request(method, f"{server.url}{path}", timeout=30, **kwargs)

@@ -47,6 +47,26 @@ ROUTES: dict[tuple[str, str], tuple[dict[str, Any] | None, set[int]]] = {
     ("GET", "/api/v1/vms"): (None, {200}),
     ("GET", "/api/v1/vms/{vm_id}/backup_points"): (None, DENIED),
     ("POST", "/api/v1/restores"): ({"backup_point_id": "{point_id}", "target_path": "/x"}, DENIED),
+    ("POST", "/api/v1/agents/{agent_id}/test_destination"): (
+        {"dest_type": "local", "dest_local_path": "/r", "wait_s": 0},
+        DENIED,
+    ),
+    ("POST", "/api/v1/agents/{agent_id}/nas_mount"): (
+        {"bucket": "bkt", "mount_point": "/mnt/x", "access_key": "a", "secret_key": "s"},
+        DENIED,
+    ),
+    ("POST", "/api/v1/agents/{agent_id}/nas_unmount"): ({"mount_id": "{command_id}"}, DENIED),
+    ("POST", "/api/v1/runs/{run_id}/recovery_session"): (None, DENIED),
+    ("GET", "/api/recovery/runs/{run_id}"): (None, DENIED),
+    ("GET", "/api/recovery/runs/{run_id}/events"): (None, DENIED),
+    ("GET", "/api/recovery/runs/{run_id}/poll_cancel"): (None, DENIED),
+    ("POST", "/api/recovery/cancel"): ({"run_id": "{run_id}"}, DENIED),
+    ("POST", "/api/recovery/update_run"): ({"run_id": "{run_id}", "progress_pct": 1}, DENIED),
+    ("POST", "/api/recovery/push_events"): (
+        {"run_id": "{run_id}", "events": [{"event_id": "x", "message_id": "X"}]},
+        DENIED,
+    ),
+    ("POST", "/api/recovery/refresh_session"): ({"run_id": "{run_id}"}, DENIED),
     ("POST", "/api/agent/next_run"): (None, {204}),
     ("POST", "/api/agent/update_run"): ({"run_id": "{run_id}", "progress_pct": 1}, DENIED),
     ("POST", "/api/agent/push_events"): (

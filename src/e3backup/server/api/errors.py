@@ -4,11 +4,12 @@ is a 4xx with a message, never a stack trace."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,8 +28,33 @@ STATUS_BY_ERROR: list[tuple[type[errors.ServiceError], int]] = [
 ]
 
 
+class ErrorBody(BaseModel):
+    """Every error answer (4xx and 5xx)."""
+
+    status: Literal["error"] = "error"
+    detail: str
+    field: str | None = None
+
+
 def error_body(detail: str, field: str | None = None) -> dict[str, Any]:
     return {"status": "error", "detail": detail, "field": field}
+
+
+def _document_error_body(app: FastAPI) -> None:
+    """FastAPI documents every 422 as its own HTTPValidationError (`detail` a list); the
+    answers are ErrorBody, so the document says so (schema-driven clients and tests rely on it)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = generate()
+        schemas = doc.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in schemas:
+            schemas["HTTPValidationError"] = ErrorBody.model_json_schema()
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -44,6 +70,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 
 def install(app: FastAPI) -> None:
+    _document_error_body(app)
+
     @app.exception_handler(errors.ServiceError)
     def _service(_request: Request, exc: errors.ServiceError) -> JSONResponse:
         status = next((code for cls, code in STATUS_BY_ERROR if isinstance(exc, cls)), 400)

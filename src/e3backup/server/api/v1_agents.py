@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from e3backup.server.db.models import Agent, Command
 from e3backup.server.deps import Ctx, CurrentActor, Db
@@ -20,8 +21,13 @@ from e3backup.server.schemas.client import (
     VmDiskOut,
     VmOut,
 )
-from e3backup.server.schemas.common import IdPath, Page
-from e3backup.server.services import agents, audit, commands, vms
+from e3backup.server.schemas.commands import (
+    NasMountRequest,
+    NasUnmountRequest,
+    TestDestinationRequest,
+)
+from e3backup.server.schemas.common import IdPath, OffsetQuery, Page
+from e3backup.server.services import agents, audit, commands, remote_commands, vms
 from e3backup.server.services.errors import NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
@@ -43,7 +49,7 @@ def list_agents(
     ctx: Ctx,
     db: Db,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> Page[AgentOut]:
     rows, total = agents.list_agents(db, actor, limit, offset)
     window = ctx.settings.agent_online_window_s
@@ -108,8 +114,14 @@ def browse(
         ttl_s=120,
     )
     audit.record(db, actor, "agent.browse", "agent", agent.id, agent.tenant_id)
+    return _answer_or_202(db, command, min(body.wait_s, ctx.settings.browse_wait_s))
+
+
+def _answer_or_202(db: Session, command: Command, wait_s: float) -> JSONResponse:
+    """Commit the queued command, then wait up to `wait_s` for the agent's answer: 200 with
+    the completed command, or 202 with the command to follow."""
     db.commit()
-    deadline = time.monotonic() + min(body.wait_s, ctx.settings.browse_wait_s)
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         time.sleep(BROWSE_POLL_S)
         db.expire_all()
@@ -117,6 +129,36 @@ def browse(
         if current.status in ("completed", "failed"):
             return JSONResponse(CommandOut.model_validate(current).model_dump(mode="json"))
     return JSONResponse(CommandOut.model_validate(command).model_dump(mode="json"), status_code=202)
+
+
+@router.post(
+    "/agents/{agent_id}/test_destination",
+    response_model=CommandOut,
+    responses={202: {"model": CommandOut, "description": "the agent has not answered yet"}},
+)
+def test_destination(
+    agent_id: IdPath, body: TestDestinationRequest, actor: CurrentActor, ctx: Ctx, db: Db
+) -> JSONResponse:
+    """Queue test_destination (secrets sealed in the command) and wait up to `wait_s`."""
+    command = remote_commands.queue_test_destination(db, ctx.box, actor, agent_id, body)
+    return _answer_or_202(db, command, min(body.wait_s, ctx.settings.browse_wait_s))
+
+
+@router.post("/agents/{agent_id}/nas_mount", response_model=CommandOut, status_code=202)
+def nas_mount(
+    agent_id: IdPath, body: NasMountRequest, actor: CurrentActor, ctx: Ctx, db: Db
+) -> CommandOut:
+    """Queue nas_mount; the command's id is the mount_id that nas_unmount takes."""
+    command = remote_commands.queue_nas_mount(db, ctx.box, actor, agent_id, body)
+    return CommandOut.model_validate(command)
+
+
+@router.post("/agents/{agent_id}/nas_unmount", response_model=CommandOut, status_code=202)
+def nas_unmount(
+    agent_id: IdPath, body: NasUnmountRequest, actor: CurrentActor, ctx: Ctx, db: Db
+) -> CommandOut:
+    command = remote_commands.queue_nas_unmount(db, ctx.box, actor, agent_id, body)
+    return CommandOut.model_validate(command)
 
 
 @router.get("/commands/{command_id}", response_model=CommandOut)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from e3backup.server.deps import Ctx, CurrentActor, Db
 from e3backup.server.schemas.agent import Ok
 from e3backup.server.schemas.client import CommandOut, MaintenanceRequest
-from e3backup.server.schemas.common import IdPath, IdQuery, Page
+from e3backup.server.schemas.common import IdPath, IdQuery, OffsetQuery, Page
 from e3backup.server.schemas.jobs import JobCreate, JobOut, JobUpdate
 from e3backup.server.schemas.runs import RunOut
 from e3backup.server.services import agents, audit, commands, jobs, runs
@@ -24,7 +24,7 @@ def list_jobs(
     db: Db,
     agent_id: IdQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> Page[JobOut]:
     rows, total = jobs.list_jobs(db, actor, agent_id, limit, offset)
     return Page(items=[jobs.job_out(j) for j in rows], total=total, limit=limit, offset=offset)

@@ -10,14 +10,14 @@ from fastapi import APIRouter, Query
 from e3backup.server.db.models import Job
 from e3backup.server.deps import Ctx, CurrentActor, Db
 from e3backup.server.schemas.client import VmDiskOut, VmOut
-from e3backup.server.schemas.common import IdPath, IdQuery, Page
+from e3backup.server.schemas.common import IdPath, IdQuery, OffsetQuery, Page
 from e3backup.server.schemas.points import BackupPointOut, RestoreRequest, RestoreStarted
 from e3backup.server.services import backup_points, restores, vms
 
 router = APIRouter(prefix="/api/v1", tags=["backup points"])
-TypeFilter = Annotated[str | None, Query(alias="type", max_length=20)]
+TypeFilter = Annotated[str | None, Query(alias="type", max_length=20, pattern=r"^[A-Za-z_-]*$")]
 Limit = Annotated[int, Query(ge=1, le=200)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = OffsetQuery
 
 
 @router.get("/backup_points", response_model=Page[BackupPointOut])

@@ -8,7 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from e3backup.server.deps import CurrentActor, Db
-from e3backup.server.schemas.common import CursorQuery, IdPath, IdQuery, Page
+from e3backup.server.schemas.common import (
+    CursorQuery,
+    FilterQuery,
+    IdPath,
+    IdQuery,
+    OffsetQuery,
+    Page,
+)
 from e3backup.server.schemas.runs import RunEventOut, RunLogOut, RunOut
 from e3backup.server.services import events, runs
 
@@ -21,13 +28,13 @@ def list_runs(
     db: Db,
     job_id: IdQuery = None,
     agent_id: IdQuery = None,
-    status: Annotated[str | None, Query(max_length=30)] = None,
-    run_type: Annotated[str | None, Query(max_length=30)] = None,
-    engine: Annotated[str | None, Query(max_length=30)] = None,
+    status: FilterQuery = None,
+    run_type: FilterQuery = None,
+    engine: FilterQuery = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> Page[RunOut]:
     flt = runs.RunFilter(job_id, agent_id, status, run_type, engine, since, until)
     rows, total = runs.list_runs(db, actor, flt, limit, offset)

@@ -69,7 +69,22 @@ def _delivery(db: Session, box: SecretBox, command: Command) -> dict[str, Any]:
             body["job"] = jobs.agent_job_context(box, job)
     if command.secrets_enc:
         body["payload"].update(json.loads(box.open(command.secrets_enc, _SECRETS_CONTEXT)))
+    if command.type == "test_destination":
+        body["job"] = _destination_under_test(body.get("job") or {}, body["payload"])
     return body
+
+
+def _destination_under_test(job: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
+    """test_destination: the fields sent with the command replace the saved job's (if any)."""
+    merged = {**job, **sent}
+    where = Job(
+        dest_type=merged.get("dest_type") or "local",
+        dest_local_path=merged.get("dest_local_path") or "",
+        dest_bucket=merged.get("dest_bucket") or "",
+        dest_prefix=merged.get("dest_prefix") or "",
+    )
+    merged["repository"] = jobs.repository_url(where)
+    return merged
 
 
 def _mark_restore_run_starting(db: Session, command: Command) -> None:
