@@ -68,11 +68,11 @@ def quickstart(
     size_bytes = parse_size(sample_size)
     say = _Say(json_out)
     layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    url, server_pid = _ensure_server(layout, listen, say)
     password = setup.bootstrap_database(layout)
     if password is not None:
-        say(f"server database at {layout.server_dir}: tenant {setup.TENANT}, admin user")
-        say(f"  {setup.ADMIN_EMAIL} password (shown once, kept in admin-password): {password}")
-    url, server_pid = _ensure_server(layout, listen, say)
+        say(f"tenant {setup.TENANT} and admin user {setup.ADMIN_EMAIL} created")
+        say(f"  password (shown once, kept in {layout.admin_password.name}): {password}")
     agent_pid = _ensure_agent(layout, url, say)
     with _Api(url, setup.read_secret(layout.api_token)) as api:
         agent_id = _agent_id(layout)
