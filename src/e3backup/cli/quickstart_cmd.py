@@ -52,9 +52,8 @@ def quickstart(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Start a control server and an enrolled local agent, then take a first backup.
-
-    Under --dir: the server's SQLite database and key (server/), the agent's config (agent.toml),
+    """Start a control server and an enrolled local agent, then take a first backup. Under
+    --dir: the server's SQLite database and key (server/), the agent's config (agent.toml),
     the admin password (admin-password) and an API token (api-token), both 0600, a sample disk
     (disk.img), the encrypted repository (repo/) and logs. The repository password is generated
     and kept only by the server, encrypted. Run again: what exists is reused (stopped processes

@@ -84,11 +84,20 @@ class Layout:
     def repository(self) -> Path:
         return self.root / "repo"
 
+    @property
+    def server_marker(self) -> str:
+        """What the server's command line holds (see start_server)."""
+        return f"--data-dir {self.server_dir}"
+
+    @property
+    def agent_marker(self) -> str:
+        return f"--config {self.agent_config}"
+
     def server_running(self) -> int | None:
-        return pidfile.running_pid(self.server_pid, str(self.server_dir))
+        return pidfile.running_pid(self.server_pid, self.server_marker)
 
     def agent_running(self) -> int | None:
-        return pidfile.running_pid(self.agent_pid, str(self.agent_config))
+        return pidfile.running_pid(self.agent_pid, self.agent_marker)
 
 
 def write_secret(path: Path, text: str) -> None:
@@ -236,12 +245,12 @@ def start_agent(layout: Layout) -> int:
 
 
 def stop_agent(layout: Layout) -> int | None:
-    return pidfile.stop_pid(layout.agent_pid, str(layout.agent_config))
+    return pidfile.stop_pid(layout.agent_pid, layout.agent_marker)
 
 
 def stop_all(layout: Layout) -> dict[str, int | None]:
     """Agent first (it reports a running backup as cancelled), then the server."""
     return {
         "agent": stop_agent(layout),
-        "server": pidfile.stop_pid(layout.server_pid, str(layout.server_dir)),
+        "server": pidfile.stop_pid(layout.server_pid, layout.server_marker),
     }
