@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything e3backup needs on a fresh Debian 12 machine, then run one job:
-#   scripts/bootstrap.sh demo    guided backup/restore round trip on embedded defaults
+#   scripts/bootstrap.sh demo    a control server + enrolled local agent on embedded defaults
+#                                (SQLite, a local repository) and a first backup (quickstart)
 #   scripts/bootstrap.sh test    lint, type check and the whole test suite
 # System packages come from apt-get (only the missing ones are installed), Python packages go
 # into ./.venv. Safe to run again.
@@ -35,7 +36,7 @@ fi
 
 case "$job" in
     demo)
-        exec .venv/bin/e3backup demo
+        exec .venv/bin/e3backup quickstart
         ;;
     test)
         # Tests that need a real server or tool fail instead of skipping when it is missing.

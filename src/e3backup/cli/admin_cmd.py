@@ -36,7 +36,7 @@ app.add_typer(enrollment_app, name="enrollment-token")
 
 
 @contextmanager
-def _database(data_dir: Path | None, db: str | None) -> Iterator[Session]:
+def open_database(data_dir: Path | None, db: str | None) -> Iterator[Session]:
     """A migrated database and one transaction, committed at the end of the block."""
     from e3backup.server.context import ServerContext
     from e3backup.server.db import migrate
@@ -51,7 +51,7 @@ def _database(data_dir: Path | None, db: str | None) -> Iterator[Session]:
         context.close()
 
 
-def _cli_actor(session: Session, tenant_id: int) -> Any:
+def cli_actor(session: Session, tenant_id: int) -> Any:
     from e3backup.server.services import tenants
     from e3backup.server.services.auth import Actor
 
@@ -78,9 +78,9 @@ def tenant_create(
     """Create a tenant, optionally under an MSP parent tenant."""
     from e3backup.server.services import audit, tenants
 
-    with _database(data_dir, db) as session:
+    with open_database(data_dir, db) as session:
         tenant = tenants.create_tenant(session, name, parent)
-        audit.record(session, _cli_actor(session, tenant.id), "tenant.create", "tenant", tenant.id)
+        audit.record(session, cli_actor(session, tenant.id), "tenant.create", "tenant", tenant.id)
         doc = {"id": tenant.id, "name": tenant.name, "parent_id": tenant.parent_id}
     _out(doc, json_out, f"tenant {doc['name']} created (id {doc['id']})")
 
@@ -111,10 +111,10 @@ def user_create(
     from e3backup.server.services import audit, tenants, users
 
     password = _read_password(password_file)
-    with _database(data_dir, db) as session:
+    with open_database(data_dir, db) as session:
         owner = tenants.tenant_by_name(session, tenant)
         user = users.create_user(session, owner.id, email, password, role)
-        audit.record(session, _cli_actor(session, owner.id), "user.create", "user", user.id)
+        audit.record(session, cli_actor(session, owner.id), "user.create", "user", user.id)
         doc = {"id": user.id, "email": user.email, "role": user.role, "tenant_id": owner.id}
     _out(doc, json_out, f"user {doc['email']} ({doc['role']}) created in tenant {tenant}")
 
@@ -131,13 +131,13 @@ def api_token_create(
     from e3backup.server.services import audit, auth, users
     from e3backup.server.services.errors import NotFound
 
-    with _database(data_dir, db) as session:
+    with open_database(data_dir, db) as session:
         user = users.user_by_email(session, email)
         if user is None:
             raise NotFound(f"no user with email {email}")
         token, secret = auth.create_api_token(session, user, name)
         audit.record(
-            session, _cli_actor(session, user.tenant_id), "api_token.create", "api_token", token.id
+            session, cli_actor(session, user.tenant_id), "api_token.create", "api_token", token.id
         )
         doc = {"id": token.id, "user": user.email, "token": secret}
     _out(doc, json_out, f"API token (shown once): {secret}")
@@ -163,9 +163,9 @@ def enrollment_token_create(
         lifetime_s = parse_duration(expires_in) if expires_in else None
     except ValueError as exc:
         raise UsageError(f"--expires-in: {exc}") from None
-    with _database(data_dir, db) as session:
+    with open_database(data_dir, db) as session:
         owner = tenants.tenant_by_name(session, tenant)
-        actor = _cli_actor(session, owner.id)
+        actor = cli_actor(session, owner.id)
         token, secret = enrollment.create_enrollment_token(
             session, owner.id, lifetime_s, max_uses, actor
         )

@@ -14,6 +14,7 @@ from e3backup.cli import (
     backup_cmd,
     demo_cmd,
     key_cmd,
+    quickstart_cmd,
     repo_cmd,
     restore_cmd,
     server_cmd,
@@ -47,9 +48,12 @@ app.add_typer(vm_cmd.app, name="vm")
 app.command("snapshots")(snapshots_cmd.snapshots)
 app.command("restore")(restore_cmd.restore)
 app.command("demo")(demo_cmd.demo)
+app.command("quickstart")(quickstart_cmd.quickstart)
 app.command("forget")(forget)
 app.command("prune")(prune_command)
-apply_conventions(app, without_repository={demo_cmd.demo, vm_cmd.list_vms})
+apply_conventions(
+    app, without_repository={demo_cmd.demo, quickstart_cmd.quickstart, vm_cmd.list_vms}
+)
 # The server's groups take their own --data-dir/--db, not the repository options.
 app.add_typer(server_cmd.app, name="server")
 app.add_typer(admin_cmd.app, name="admin")

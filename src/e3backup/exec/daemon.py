@@ -2,6 +2,8 @@
 
 Output goes to a log file beside the socket rather than a pipe nobody drains; the tail of it is
 quoted when the process dies early. Stopping is by our own PID only: terminate, then kill.
+A detached daemon gets its own session and no stdin, so it outlives the command that started it
+and a Ctrl-C in that terminal does not reach it (its PID goes in a PID file: exec.pidfile).
 """
 
 from __future__ import annotations
@@ -19,18 +21,27 @@ log = logging.getLogger(__name__)
 
 
 class Daemon:
-    def __init__(self, command: Command, args: Sequence[str | Path], log_path: Path) -> None:
+    def __init__(
+        self, command: Command, args: Sequence[str | Path], log_path: Path, detach: bool = False
+    ) -> None:
         self.command = command
         self.args = [str(a) for a in args]
         self.log_path = log_path
+        self.detach = detach
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready: Callable[[], bool], timeout_s: float = 30.0) -> None:
         """Start and poll `ready()` until it is true; raise CommandFailed if the process dies."""
         argv = [self.command.path, *self.args]
         log.debug("starting %s", " ".join(argv))
-        with open(self.log_path, "wb") as out:
-            self._proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        with open(self.log_path, "ab" if self.detach else "wb") as out:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL if self.detach else None,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.detach,
+            )
         deadline = time.monotonic() + timeout_s
         while not ready():
             if self._proc.poll() is not None:
