@@ -178,7 +178,8 @@ def _client_process(url: str, agents: list[dict[str, Any]], duration_s: float, q
             await asyncio.gather(*(_agent(client, a, until, samples, errors) for a in agents))
         return samples, errors
 
-    queue.put(asyncio.run(main()))
+    samples, errors = asyncio.run(main())
+    queue.put((samples, errors, time.process_time()))
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -240,7 +241,8 @@ def run_step(
         print(f"   /metrics answered after {time.monotonic() - scrape_started:.1f} s", flush=True)
     samples: dict[str, list[float]] = defaultdict(list)
     errors: list[str] = []
-    for part_samples, part_errors in results:
+    client_cpu_s = sum(part[2] for part in results)
+    for part_samples, part_errors, _ in results:
         for route, values in part_samples.items():
             samples[route].extend(values)
         errors.extend(part_errors)
@@ -257,6 +259,7 @@ def run_step(
         "routes": {r: (percentile(v, 99), statistics.fmean(v)) for r, v in samples.items()},
         "cpu_ms": server_cpu_s * 1000 / max(len(every), 1),
         "server_cpu_pct": server_cpu_s / elapsed * 100,
+        "client_cpu_pct": client_cpu_s / elapsed * 100,
         "load": load,
         "server_routes": routes,
     }
@@ -283,7 +286,8 @@ def run_database(kind: str, args: argparse.Namespace, stack: ExitStack) -> list[
         print(
             f"{kind:10} N={n:5}  {row['rps']:7.0f} req/s  p50 {row['p50']:6.1f} ms  "
             f"p99 {row['p99']:7.1f} ms  errors {row['errors']}  server CPU "
-            f"{row['cpu_ms']:.2f} ms/req ({row['server_cpu_pct']:.0f}%)  load {row['load']:.1f}  "
+            f"{row['cpu_ms']:.2f} ms/req ({row['server_cpu_pct']:.0f}%)  "
+            f"clients {row['client_cpu_pct']:.0f}%  load {row['load']:.1f}  "
             f"{'ok' if ok else 'FAIL'}",
             flush=True,
         )
@@ -297,14 +301,15 @@ def run_database(kind: str, args: argparse.Namespace, stack: ExitStack) -> list[
 def tables(rows: list[dict[str, Any]]) -> list[str]:
     head = (
         "| database | agents | req/s | p50 ms | p99 ms | max ms | errors | server CPU ms/req "
-        "| server CPU % | load avg | pass |"
+        "| server CPU % | client CPU % | load avg | pass |"
     )
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         ok = r["p99"] < P99_LIMIT_MS and r["errors"] == 0
         lines.append(
             f"| {r['db']} | {r['n']} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
             f"{r['max']:.0f} | {r['errors']} | {r['cpu_ms']:.2f} | {r['server_cpu_pct']:.0f} | "
+            f"{r['client_cpu_pct']:.0f} | "
             f"{r['load']:.1f} | {'yes' if ok else 'no'} |"
         )
     best = {}

@@ -58,6 +58,7 @@ def create_app(settings: ServerSettings, ctx: ServerContext | None = None) -> Fa
             yield
         finally:
             loops.stop()
+            context.gate.flush_last_seen()
             registry.unregister(collector)
             if ctx is None:
                 context.close()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from e3backup.server.db.engine import session_scope
 from e3backup.server.notify import SmtpConfig
 from e3backup.server.services import notifications, scheduler, watchdog
+from e3backup.server.services.agent_gate import LAST_SEEN_FLUSH_S
 
 if TYPE_CHECKING:
     from e3backup.server.context import ServerContext
@@ -62,6 +63,14 @@ def every(
     return loop
 
 
+def last_seen_pass(ctx: ServerContext) -> int:
+    return ctx.gate.flush_last_seen()
+
+
+# Always running, also with background_enabled off: agents' last_seen depends on it.
+ESSENTIAL_LOOPS: dict[str, Loop] = {
+    "last_seen": every("last_seen", lambda ctx: LAST_SEEN_FLUSH_S, last_seen_pass),
+}
 LOOPS: dict[str, Loop] = {
     "scheduler": every("scheduler", lambda ctx: ctx.settings.scheduler_tick_s, scheduler_pass),
     "watchdog": every("watchdog", lambda ctx: ctx.settings.watchdog_tick_s, watchdog_pass),
@@ -75,9 +84,10 @@ class Background:
         self._threads: list[threading.Thread] = []
 
     def start(self, ctx: ServerContext) -> None:
-        if not ctx.settings.background_enabled:
-            return
-        for name, loop in LOOPS.items():
+        loops = dict(ESSENTIAL_LOOPS)
+        if ctx.settings.background_enabled:
+            loops |= LOOPS
+        for name, loop in loops.items():
             thread = threading.Thread(
                 target=self._guard, args=(name, loop, ctx), name=f"e3-{name}", daemon=True
             )

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from e3backup.server.crypto import SecretBox
 from e3backup.server.db.engine import make_engine, make_session_factory
+from e3backup.server.services.agent_gate import AgentGate
 from e3backup.server.services.auth import FailureLimiter
 from e3backup.server.settings import SQLITE_FILE_NAME, ServerSettings
 
@@ -21,6 +22,7 @@ class ServerContext:
     sessions: sessionmaker[Session]
     box: SecretBox
     limiter: FailureLimiter
+    gate: AgentGate
 
     @classmethod
     def open(cls, settings: ServerSettings) -> ServerContext:
@@ -35,6 +37,7 @@ class ServerContext:
             sessions=make_session_factory(engine),
             box=SecretBox.from_key_file(settings.key_path),
             limiter=FailureLimiter(settings.auth_failure_limit, settings.auth_failure_window_s),
+            gate=AgentGate(engine),
         )
 
     def close(self) -> None:

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from e3backup.server.context import ServerContext
 from e3backup.server.db.engine import session_scope
 from e3backup.server.db.models import Agent
-from e3backup.server.services import agents
+from e3backup.server.services.agent_gate import AgentRef
 from e3backup.server.services.auth import Actor, actor_from_api_token, actor_from_session
 from e3backup.server.services.errors import RateLimited, Unauthorized
 
@@ -55,12 +56,12 @@ def client_ip(request: Request) -> str:
 
 
 def authenticate_agent(
-    ctx: ServerContext, db: Session, ip: str, agent_id: str | None, agent_token: str | None
-) -> Agent:
+    ctx: ServerContext, conn: Connection, ip: str, agent_id: str | None, agent_token: str | None
+) -> AgentRef:
     keys = (f"ip:{ip}", f"agent:{(agent_id or '')[:20]}")
     ctx.limiter.check(*keys)
     try:
-        return agents.authenticate_agent(db, agent_id, agent_token, ip)
+        return ctx.gate.authenticate(conn, agent_id, agent_token, ip)
     except Unauthorized:
         ctx.limiter.failed(*keys)
         raise
@@ -77,28 +78,45 @@ def current_agent(
     agent_id: AgentIdHeader = None,
     agent_token: AgentTokenHeader = None,
 ) -> Agent:
-    return authenticate_agent(ctx, db, client_ip(request), agent_id, agent_token)
+    ref = authenticate_agent(ctx, db.connection(), client_ip(request), agent_id, agent_token)
+    return agent_row(db, ref)
+
+
+def agent_row(db: Session, ref: AgentRef) -> Agent:
+    """The ORM row of an authenticated agent (gone if it was deleted a moment ago)."""
+    agent = db.get(Agent, ref.id)
+    if agent is None:
+        raise Unauthorized("unknown agent or wrong agent token")
+    return agent
+
+
+Quick = Callable[[Connection, AgentRef], T | None]
+Full = Callable[[Session, Agent], T]
 
 
 @dataclass(frozen=True)
 class AgentCall:
-    """The hot agent routes (polls, progress) in ONE threadpool hop: authentication, the
-    service call and the commit run together in a worker thread, instead of a hop per sync
-    dependency (context, session, agent) plus one for the endpoint. Thousands of agents poll
-    every few seconds; the hops were a fifth of the server's CPU."""
+    """The hot agent routes (polls, progress) in ONE threadpool hop and, in the common case,
+    without an ORM session: authentication (cached, services/agent_gate.py) and a Core
+    shortcut (services/agent_polls.py) on one connection; only when the shortcut declines
+    does the full service path run in a session with the agent's ORM row."""
 
     ctx: ServerContext
     ip: str
     agent_id: str | None
     agent_token: str | None
 
-    async def run(self, work: Callable[[Session, Agent], T]) -> T:
-        return await run_in_threadpool(self._run, work)
+    async def run(self, full: Full[T], quick: Quick[T] | None = None) -> T:
+        return await run_in_threadpool(self._run, full, quick)
 
-    def _run(self, work: Callable[[Session, Agent], T]) -> T:
+    def _run(self, full: Full[T], quick: Quick[T] | None) -> T:
+        with self.ctx.engine.begin() as conn:
+            ref = authenticate_agent(self.ctx, conn, self.ip, self.agent_id, self.agent_token)
+            answer = quick(conn, ref) if quick is not None else None
+        if answer is not None:
+            return answer
         with session_scope(self.ctx.sessions) as db:
-            agent = authenticate_agent(self.ctx, db, self.ip, self.agent_id, self.agent_token)
-            return work(db, agent)
+            return full(db, agent_row(db, ref))
 
 
 async def agent_call(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from e3backup.server.db.models import Agent
@@ -33,7 +34,17 @@ from e3backup.server.schemas.runs import (
     RunUpdate,
     RunUpdateAnswer,
 )
-from e3backup.server.services import agents, claims, commands, enrollment, events, runs, vms
+from e3backup.server.services import (
+    agent_polls,
+    agents,
+    claims,
+    commands,
+    enrollment,
+    events,
+    runs,
+    vms,
+)
+from e3backup.server.services.agent_gate import AgentRef
 from e3backup.server.services.errors import Invalid, Unauthorized
 
 router = APIRouter(prefix="/api/agent", tags=["agent"])
@@ -78,7 +89,13 @@ async def next_run(call: AgentCallDep, body: NextRunRequest | None = None) -> An
             settings.agent_watchdog_timeout_s,
         )
 
-    payload = await call.run(work)
+    def idle(conn: Connection, agent: AgentRef) -> Response | None:
+        quiet = agent_polls.nothing_to_run(
+            conn, agent.id, settings.agent_reclaim_grace_s, settings.agent_watchdog_timeout_s
+        )
+        return Response(status_code=204) if quiet else None
+
+    payload = await call.run(work, idle)
     if payload is None:
         return Response(status_code=204)
     return payload
@@ -86,17 +103,26 @@ async def next_run(call: AgentCallDep, body: NextRunRequest | None = None) -> An
 
 @router.post("/update_run", response_model=RunUpdateAnswer)
 async def update_run(body: RunUpdate, call: AgentCallDep) -> RunUpdateAnswer:
-    return await call.run(lambda db, agent: runs.apply_update(db, agent, body))
+    return await call.run(
+        lambda db, agent: runs.apply_update(db, agent, body),
+        lambda conn, agent: agent_polls.progress_update(conn, agent.id, body),
+    )
 
 
 @router.post("/push_events", response_model=PushEventsAnswer)
 async def push_events(body: PushEvents, call: AgentCallDep) -> PushEventsAnswer:
-    def work(db: Session, agent: Agent) -> PushEventsAnswer:
-        run = runs.agent_run(db, agent, body.run_id)
-        accepted, duplicates = events.push_events(db, run, body.events)
+    def own(conn: Connection, agent: AgentRef) -> PushEventsAnswer | None:
+        if not agent_polls.owns_run(conn, agent.id, body.run_id):
+            return None  # the full path answers 404
+        accepted, duplicates = events.push_events(conn, body.run_id, body.events)
         return PushEventsAnswer(accepted=accepted, duplicates=duplicates)
 
-    return await call.run(work)
+    def work(db: Session, agent: Agent) -> PushEventsAnswer:
+        run = runs.agent_run(db, agent, body.run_id)
+        accepted, duplicates = events.push_events(db.connection(), run.id, body.events)
+        return PushEventsAnswer(accepted=accepted, duplicates=duplicates)
+
+    return await call.run(work, own)
 
 
 @router.post("/push_logs", response_model=Ok)
@@ -110,7 +136,10 @@ async def poll_commands(
     call: AgentCallDep, body: PollCommandsRequest | None = None
 ) -> PollCommandsAnswer:
     run_id = body.run_id if body else None
-    answer = await call.run(lambda db, agent: commands.poll(db, call.ctx.box, agent, run_id))
+    answer = await call.run(
+        lambda db, agent: commands.poll(db, call.ctx.box, agent, run_id),
+        lambda conn, agent: agent_polls.idle_poll(conn, agent.id, run_id),
+    )
     return PollCommandsAnswer(**answer)
 
 

@@ -79,12 +79,16 @@ def get_agent(agent_id: IdPath, actor: CurrentActor, ctx: Ctx, db: Db) -> AgentD
 @router.post("/agents/{agent_id}/disable", response_model=AgentOut)
 def disable_agent(agent_id: IdPath, actor: CurrentActor, ctx: Ctx, db: Db) -> AgentOut:
     agent = agents.disable_agent(db, actor, agent_id)
+    db.commit()  # before the cache forgets it, so no request re-caches the old row
+    ctx.gate.invalidate(agent_id)
     return agent_out(agent, ctx.settings.agent_online_window_s)
 
 
 @router.delete("/agents/{agent_id}", response_model=Ok)
-def delete_agent(agent_id: IdPath, actor: CurrentActor, db: Db) -> Ok:
+def delete_agent(agent_id: IdPath, actor: CurrentActor, ctx: Ctx, db: Db) -> Ok:
     agents.delete_agent(db, actor, agent_id)
+    db.commit()  # before the cache forgets it, so no request re-caches the old row
+    ctx.gate.invalidate(agent_id)
     return Ok(status="success")
 
 

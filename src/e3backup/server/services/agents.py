@@ -1,62 +1,22 @@
-"""Agents: header authentication, last-seen, listing, disable (token revoked) and delete
-(seed agent_delete), and the volumes an agent reports."""
+"""Agents: listing, disable (token revoked) and delete (seed agent_delete), and the volumes an
+agent reports. Header authentication and last-seen: services/agent_gate.py."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from e3backup.server.db.base import utcnow
 from e3backup.server.db.models import Agent, Job, Run
 from e3backup.server.db.models.runs import ACTIVE_STATUSES
 from e3backup.server.services import audit
 from e3backup.server.services.auth import Actor
-from e3backup.server.services.errors import NotFound, Unauthorized
+from e3backup.server.services.errors import NotFound
 from e3backup.server.services.run_states import is_terminal
-from e3backup.server.services.tokens import new_token, same_hash
-
-LAST_SEEN_RESOLUTION_S = 15.0  # a poll writes last_seen at most this often
-
-
-def authenticate_agent(db: Session, agent_id: str | None, token: str | None, ip: str) -> Agent:
-    bad = Unauthorized("unknown agent or wrong agent token")
-    if not agent_id or not token or not agent_id.isdigit() or len(agent_id) > 18:
-        raise bad
-    agent = db.get(Agent, int(agent_id))
-    if agent is None or not same_hash(token, agent.token_hash):
-        raise bad
-    if agent.status != "enabled":
-        raise Unauthorized("this agent is disabled; enroll it again")
-    now = utcnow()
-    stale = agent.last_seen_at is None or now - agent.last_seen_at > timedelta(
-        seconds=LAST_SEEN_RESOLUTION_S
-    )
-    if stale or agent.last_ip != ip:
-        _touch(db, agent, now, ip[:64])
-    return agent
-
-
-def _touch(db: Session, agent: Agent, now: datetime, ip: str) -> None:
-    """Record last_seen/last_ip in a short transaction of its own, not the request's.
-
-    Left to the request's session, this write would be flushed before the first query and keep
-    SQLite's single write lock (or a PostgreSQL row lock) until the response is built, so polls
-    from thousands of agents would queue behind each other. Alone it holds the lock for one
-    statement, and the poll itself stays read-only."""
-    with db.get_bind().connect() as connection:  # type: ignore[union-attr]
-        connection.execute(
-            update(Agent)
-            .where(Agent.id == agent.id)
-            .where(or_(Agent.last_seen_at.is_(None), Agent.last_seen_at < now))
-            .values(last_seen_at=now, last_ip=ip)
-        )
-        connection.commit()
-    set_committed_value(agent, "last_seen_at", now)
-    set_committed_value(agent, "last_ip", ip)
+from e3backup.server.services.tokens import new_token
 
 
 def get_agent(db: Session, actor: Actor, agent_id: int) -> Agent:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -25,8 +25,8 @@ def _format(message_id: str, params: dict[str, Any]) -> str:
     return str(format_event(message_id, params))
 
 
-def _insert_ignoring_duplicates(db: Session) -> Any:
-    dialect = db.get_bind().dialect.name
+def _insert_ignoring_duplicates(conn: Connection) -> Any:
+    dialect = conn.dialect.name
     if dialect == "postgresql":
         return postgresql.insert(RunEvent).on_conflict_do_nothing(
             index_elements=["run_id", "event_id"]
@@ -36,14 +36,15 @@ def _insert_ignoring_duplicates(db: Session) -> Any:
     return insert(RunEvent)
 
 
-def push_events(db: Session, run: Run, events: list[EventIn]) -> tuple[int, int]:
-    """(accepted, duplicates): an event_id already stored for the run is skipped."""
+def push_events(conn: Connection, run_id: int, events: list[EventIn]) -> tuple[int, int]:
+    """(accepted, duplicates): an event_id already stored for the run is skipped. One
+    INSERT ... ON CONFLICT DO NOTHING on the caller's connection (a session's or a bare one)."""
     if not events:
         return 0, 0
     now = utcnow()
     rows = {
         e.event_id: {
-            "run_id": run.id,
+            "run_id": run_id,
             "event_id": e.event_id,
             "ts": e.ts or now,
             "type": e.type,
@@ -56,8 +57,8 @@ def push_events(db: Session, run: Run, events: list[EventIn]) -> tuple[int, int]
         for e in events
     }
     # RETURNING names the rows really inserted (drivers disagree on executemany row counts).
-    statement = _insert_ignoring_duplicates(db).returning(RunEvent.event_id)
-    accepted = len(db.connection().execute(statement, list(rows.values())).all())
+    statement = _insert_ignoring_duplicates(conn).returning(RunEvent.event_id)
+    accepted = len(conn.execute(statement, list(rows.values())).all())
     return accepted, len(events) - accepted
 
 
