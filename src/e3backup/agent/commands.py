@@ -5,15 +5,27 @@ list_vms, browse_directory. Unknown types are completed as failed with the reaso
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from e3backup.agent import browse, inventory
+from e3backup.agent.client import AgentClient
 from e3backup.agent.engine_process import EngineProcess
 from e3backup.agent.run_context import EngineTask
 from e3backup.agent.wire import AgentCommand
 
-if TYPE_CHECKING:
-    from e3backup.agent.runner import Runner
+
+class Runner(Protocol):
+    """What a command needs of the poll loop (agent/runner.py), which imports this module."""
+
+    client: AgentClient
+
+    def qemu_settings(self) -> dict[str, Any]: ...
+
+    def run_engine_for_command(self, task: EngineTask, kind: str) -> dict[str, Any]: ...
+
+    def complete(
+        self, command: AgentCommand, status: str, result: Any = None, error: str | None = None
+    ) -> None: ...
 
 log = logging.getLogger(__name__)
 OK_STATUSES = ("success", "warning", "partial_success")

@@ -13,6 +13,7 @@ import typer
 
 from e3backup.agent.config import AgentConfig, load_config, save_config
 from e3backup.cli.output import console, print_json
+from e3backup.cli.server_opts import apply_server_conventions
 from e3backup.core.errors import UsageError
 
 app = typer.Typer(
@@ -133,3 +134,6 @@ def _enrolled(path: Path | None) -> AgentConfig:
     config = load_config(path)
     config.require_enrolled()
     return config
+
+
+apply_server_conventions(app)  # readable metavars, help text never read as markup

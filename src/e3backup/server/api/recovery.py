@@ -113,7 +113,8 @@ def update_run(body: RunUpdate, request: Request, ctx: Ctx, db: Db) -> RunUpdate
 @router.post("/api/recovery/push_events", response_model=PushEventsAnswer)
 def push_events(body: PushEvents, request: Request, ctx: Ctx, db: Db) -> PushEventsAnswer:
     session = _session(request, ctx, db, body.run_id)
-    accepted, duplicates = events.push_events(db, recovery.session_run(db, session), body.events)
+    run = recovery.session_run(db, session)
+    accepted, duplicates = events.push_events(db.connection(), run.id, body.events)
     return PushEventsAnswer(accepted=accepted, duplicates=duplicates)
 
 
