@@ -27,6 +27,7 @@ class Runner(Protocol):
         self, command: AgentCommand, status: str, result: Any = None, error: str | None = None
     ) -> None: ...
 
+
 log = logging.getLogger(__name__)
 OK_STATUSES = ("success", "warning", "partial_success")
 
