@@ -20,6 +20,9 @@ from e3backup.engines.progress import Progress, TrailingThrottle
 
 Send = Callable[[tuple[str, dict[str, Any]]], None]
 PROGRESS_INTERVAL_S = 0.5
+# Every byte read is not the end: uploads and the commit follow (a small disk is read into the
+# pack buffers at once and then uploads for a long time), so live progress stops short of 100.
+LIVE_PCT_MAX = 99.0
 
 
 @dataclass
@@ -68,7 +71,8 @@ class RunContext:
         offsets of now, so a deferred send never mixes one disk's bytes with the next's."""
         total = self.bytes_total if self.bytes_total is not None else p.bytes_total
         processed = self.offset_processed + p.bytes_processed
-        pct = 100.0 if total == 0 else min(100.0, 100.0 * processed / total)
+        pct = 100.0 if total == 0 else 100.0 * processed / total
+        pct = min(LIVE_PCT_MAX, pct)  # 100 is the final update's, once the run succeeded
         self._latest = {
             "progress_pct": round(pct, 2),
             "bytes_total": total,
