@@ -37,15 +37,8 @@ Ctx = Annotated[ServerContext, Depends(get_ctx)]
 
 
 def get_db(ctx: Ctx) -> Iterator[Session]:
-    session = ctx.sessions()
-    try:
+    with session_scope(ctx.sessions) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 Db = Annotated[Session, Depends(get_db, scope="function")]
