@@ -1,5 +1,5 @@
 """One handler per run engine or command kind, running in the engine process (seed runRun
-switch): disk_image, kvm, hyperv (not on this host), files/sync (not available yet), restore,
+switch): disk_image, kvm, hyperv (Windows hosts only), files/sync (not available yet), restore,
 maintenance, test_destination."""
 
 from __future__ import annotations
@@ -26,14 +26,19 @@ def _unavailable(message: str) -> Handler:
 
 
 def _handlers() -> dict[str, Handler]:
-    from e3backup.agent.handlers import disk_image, kvm, maintenance, restore, test_destination
+    from e3backup.agent.handlers import (
+        disk_image,
+        hyperv,
+        kvm,
+        maintenance,
+        restore,
+        test_destination,
+    )
 
     return {
         "backup:disk_image": disk_image.run,
         "backup:kvm": kvm.run,
-        "backup:hyperv": _unavailable(
-            "Hyper-V is not supported on this host: the Hyper-V engine is not available here"
-        ),
+        "backup:hyperv": hyperv.run if hyperv.supported() else _unavailable(hyperv.UNSUPPORTED),
         "backup:files": _unavailable("the files engine is not available in this agent yet"),
         "backup:sync": _unavailable("the sync engine is not available in this agent yet"),
         "restore": restore.run,
