@@ -153,7 +153,7 @@ def vm_info(doc: dict[str, Any]) -> VmInfo:
         "is_linux": bool(os_name) and not os_name.lower().startswith("windows"),
         "backup_service": {
             "present": vss is not None,
-            "enabled": bool(vss) and as_bool(vss.get("Enabled")),
+            "enabled": vss is not None and as_bool(vss.get("Enabled")),
             "status": as_str(vss.get("PrimaryStatusDescription")) if vss else "",
         },
         "vcpus": as_int(doc.get("ProcessorCount")),
