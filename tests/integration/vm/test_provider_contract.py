@@ -30,6 +30,7 @@ class QemuHarness:
     def __init__(self, vm: TestVm, scratch: Path) -> None:
         self.vm = vm
         self.scratch = scratch
+        scratch.mkdir(parents=True, exist_ok=True)
         self.provider: HypervisorProvider = QemuProvider(
             [QemuEndpoint(vm.qmp_path, vm.qga_path)], scratch
         )
