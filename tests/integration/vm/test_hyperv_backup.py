@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from helpers import KiB, MiB, init_repo, open_repo, restored
 
@@ -51,7 +50,7 @@ def test_full_incremental_chain_break_full_restore_exact(tmp_path: Path) -> None
 
     host.write(OS_DISK, 2 * MiB + 4 * KiB, os.urandom(8 * KiB))  # both inside RCT's ranges
     host.write(OS_DISK, 20 * MiB + 64 * KiB, os.urandom(128 * KiB))
-    job2, events2 = run()
+    job2, _ = run()
     [r2] = job2.vm_results
     assert (job2.status, r2.backup_type) == ("success", "Incremental"), r2.to_dict()
     # Only RCT's ranges were read: 1 + 2 + 1 MiB on the OS disk (the last one holds what the
@@ -66,7 +65,9 @@ def test_full_incremental_chain_break_full_restore_exact(tmp_path: Path) -> None
     job3, events3 = run()
     [r3] = job3.vm_results
     assert (job3.status, r3.backup_type) == ("success", "Full"), r3.to_dict()
-    reasons = {e.params["disk"]: e.params["reason"] for e in events3 if e.message_id == ev.DISK_PLAN}
+    reasons = {
+        e.params["disk"]: e.params["reason"] for e in events3 if e.message_id == ev.DISK_PLAN
+    }
     assert all("no longer exists" in reason for reason in reasons.values()), reasons
 
     assert host.leftovers() == []  # every recovery snapshot converted (merged)
