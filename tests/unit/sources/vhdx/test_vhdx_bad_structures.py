@@ -176,6 +176,8 @@ def test_zero_state_with_stray_offset_reads_zeros(disk: Path) -> None:
 def test_damaged_log_message_tells_what_to_do(disk: Path) -> None:
     write_pending_log(disk, [[(3 * MiB, bytes(4096))]])
     patch(disk, MiB + 4096 + 100, b"x")  # in the entry's data sector
-    with pytest.raises(ImageFormatError, match=r"checksum mismatch.*Hyper-V.*qemu-img check -r all"):
+    with pytest.raises(
+        ImageFormatError, match=r"checksum mismatch.*Hyper-V.*qemu-img check -r all"
+    ):
         _open(disk)
     assert bat_offset(disk) == 3 * MiB
