@@ -273,7 +273,7 @@ _LOG_DESCRIPTOR = struct.Struct("<4s4s8sQQ")
 _LOG_DATA = struct.Struct("<4sI4084sI")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LogEntryHeader:
     checksum: int
     entry_length: int
@@ -285,7 +285,7 @@ class LogEntryHeader:
     last_file_offset: int  # every structure the entry refers to lies below this
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LogDescriptor:
     signature: bytes  # LOG_ZERO_SIGNATURE or LOG_DATA_DESC_SIGNATURE (anything else: invalid)
     file_offset: int

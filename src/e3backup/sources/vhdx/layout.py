@@ -2,8 +2,9 @@
 
 Every field is checked before it is used, and nothing is read or allocated on the strength of
 a size the file claims unless the file is at least that large, so a corrupt or hostile file
-costs at most its own size in memory and always ends in `ImageFormatError`. A pending log is
-replayed in memory first (`log_replay`); everything after the headers is read through it.
+costs memory in proportion to its own size and always ends in `ImageFormatError`. A pending
+log is replayed in memory first (`log_replay`); everything after the headers is read through
+it.
 """
 
 from __future__ import annotations

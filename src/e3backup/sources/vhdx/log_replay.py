@@ -128,7 +128,7 @@ def _parse_entry(ring: _Ring, position: int, hdr: f.LogEntryHeader, first: bytes
     descriptors: list[f.LogDescriptor] = []
     for i in range(hdr.descriptor_count):
         at = f.LOG_ENTRY_HEADER_SIZE + f.LOG_DESCRIPTOR_SIZE * i
-        if at // SECTOR and at % SECTOR == 0:  # the next descriptor sector
+        if at % SECTOR == 0:  # the next descriptor sector (the header fills the first 64 bytes)
             block = ring.sector(position + at)
             crc = crc32c(block, crc)
         descriptors.append(_checked_descriptor(f.unpack_log_descriptor(block, at % SECTOR), hdr))
