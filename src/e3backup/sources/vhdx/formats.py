@@ -252,3 +252,100 @@ def pack_parent_locator(pairs: dict[str, str]) -> bytes:
         strings += v
         entries += _LOCATOR_ENTRY.pack(k_off, v_off, len(k), len(v))
     return bytes(head + entries + strings)
+
+
+# --- log (MS-VHDX 2.3): a ring of 4 KiB sectors holding entries of metadata updates ------------
+LOG_SECTOR = 4 * KiB
+LOG_ENTRY_SIGNATURE = b"loge"
+LOG_ZERO_SIGNATURE = b"zero"
+LOG_DATA_DESC_SIGNATURE = b"desc"
+LOG_DATA_SIGNATURE = b"data"
+LOG_ENTRY_HEADER_SIZE = 64
+LOG_DESCRIPTOR_SIZE = 32
+LOG_DATA_PAYLOAD = LOG_SECTOR - 12  # a data sector keeps bytes 8..4092 of the logged sector
+LOG_LEADING = 8  # the logged sector's first 8 and last 4 bytes live in its descriptor
+LOG_TRAILING = 4
+LOG_GUID_AT = 32  # where an entry header holds its LogGuid
+LOG_UNLOGGABLE = 192 * KiB  # file id and both headers are never updated through the log
+
+_LOG_HEADER = struct.Struct("<4sIIIQII16sQQ")
+_LOG_DESCRIPTOR = struct.Struct("<4s4s8sQQ")
+_LOG_DATA = struct.Struct("<4sI4084sI")
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntryHeader:
+    checksum: int
+    entry_length: int
+    tail: int  # log offset of the oldest entry still needed
+    sequence: int
+    descriptor_count: int
+    log_guid: uuid.UUID
+    flushed_file_offset: int  # the file was at least this long when the entry was written
+    last_file_offset: int  # every structure the entry refers to lies below this
+
+
+@dataclass(frozen=True, slots=True)
+class LogDescriptor:
+    signature: bytes  # LOG_ZERO_SIGNATURE or LOG_DATA_DESC_SIGNATURE (anything else: invalid)
+    file_offset: int
+    sequence: int
+    zero_length: int = 0  # zero descriptors
+    leading: bytes = bytes(LOG_LEADING)  # data descriptors
+    trailing: bytes = bytes(LOG_TRAILING)
+
+
+def log_descriptor_sectors(count: int) -> int:
+    """4 KiB sectors holding an entry's header and `count` descriptors (at least one)."""
+    used = LOG_ENTRY_HEADER_SIZE + LOG_DESCRIPTOR_SIZE * count
+    return max(1, -(-used // LOG_SECTOR))
+
+
+def unpack_log_entry_header(buf: bytes) -> LogEntryHeader | None:
+    """The entry header at the start of a log sector, or None without the 'loge' signature."""
+    if len(buf) < LOG_ENTRY_HEADER_SIZE or buf[:4] != LOG_ENTRY_SIGNATURE:
+        return None
+    _, crc, length, tail, seq, count, _, guid, flushed, last = _LOG_HEADER.unpack_from(buf)
+    return LogEntryHeader(crc, length, tail, seq, count, uuid.UUID(bytes_le=guid), flushed, last)
+
+
+def pack_log_entry_header(h: LogEntryHeader) -> bytes:
+    return _LOG_HEADER.pack(
+        LOG_ENTRY_SIGNATURE,
+        h.checksum,
+        h.entry_length,
+        h.tail,
+        h.sequence,
+        h.descriptor_count,
+        0,
+        h.log_guid.bytes_le,
+        h.flushed_file_offset,
+        h.last_file_offset,
+    )
+
+
+def unpack_log_descriptor(buf: bytes, offset: int) -> LogDescriptor:
+    signature, word, eight, file_offset, seq = _LOG_DESCRIPTOR.unpack_from(buf, offset)
+    if signature == LOG_ZERO_SIGNATURE:
+        return LogDescriptor(
+            signature, file_offset, seq, zero_length=int.from_bytes(eight, "little")
+        )
+    return LogDescriptor(signature, file_offset, seq, leading=eight, trailing=word)
+
+
+def pack_log_descriptor(d: LogDescriptor) -> bytes:
+    if d.signature == LOG_ZERO_SIGNATURE:
+        return _LOG_DESCRIPTOR.pack(
+            d.signature, bytes(4), d.zero_length.to_bytes(8, "little"), d.file_offset, d.sequence
+        )
+    return _LOG_DESCRIPTOR.pack(d.signature, d.trailing, d.leading, d.file_offset, d.sequence)
+
+
+def unpack_log_data_sector(buf: bytes) -> tuple[bytes, int, bytes]:
+    """(signature, sequence number, the 4084 logged bytes) of a 4 KiB data sector."""
+    signature, high, payload, low = _LOG_DATA.unpack_from(buf)
+    return signature, high << 32 | low, payload
+
+
+def pack_log_data_sector(sequence: int, payload: bytes) -> bytes:
+    return _LOG_DATA.pack(LOG_DATA_SIGNATURE, sequence >> 32, payload, sequence & 0xFFFFFFFF)

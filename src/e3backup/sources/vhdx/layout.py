@@ -1,12 +1,15 @@
-"""Load and validate the structure of one VHDX file: headers, regions, metadata and BAT.
+"""Load and validate the structure of one VHDX file: headers, log, regions, metadata and BAT.
 
 Every field is checked before it is used, and nothing is read or allocated on the strength of
 a size the file claims unless the file is at least that large, so a corrupt or hostile file
-costs at most its own size in memory and always ends in `ImageFormatError`.
+costs memory in proportion to its own size and always ends in `ImageFormatError`. A pending
+log is replayed in memory first (`log_replay`); everything after the headers is read through
+it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,10 +19,11 @@ import numpy.typing as npt
 
 from e3backup.core.errors import ImageFormatError
 from e3backup.sources.vhdx import formats as f
+from e3backup.sources.vhdx.log_overlay import LogOverlay
+from e3backup.sources.vhdx.log_replay import replay_log
 
 ReadAt = Callable[[int, int], bytes]
 U64Array = npt.NDArray[np.uint64]
-_ZERO_GUID = uuid.UUID(int=0)
 _PAYLOAD_STATES = (0, 1, 2, 3, 5, 6)
 
 
@@ -39,6 +43,7 @@ class VhdxLayout:
     payload: U64Array  # BAT entry of each payload block, in block order
     bitmaps: U64Array  # BAT entry of each chunk's sector bitmap (0 where the BAT has none)
     parent_locator: dict[str, str] = field(default_factory=dict)
+    replayed_log: LogOverlay | None = None  # read the file through it when set
 
     @property
     def data_blocks(self) -> int:
@@ -56,20 +61,21 @@ def load_layout(read_at: ReadAt, file_size: int, name: str) -> VhdxLayout:
     if read_at(0, 8) != f.FILE_ID_SIGNATURE:
         raise bad("missing 'vhdxfile' signature")
     header = _current_header(read_at, bad)
-    if header.log_guid != _ZERO_GUID:
-        raise ImageFormatError(
-            f"{name}: the VHDX has a pending log: the disk was not shut down cleanly. Open it "
-            "once in Hyper-V (or run `qemu-img check -r all` on a copy) and back it up again"
-        )
     if header.log_length % f.ALIGNMENT or header.log_offset % f.ALIGNMENT:
         raise bad("log location not 1 MiB aligned")
     if header.log_length and (
         header.log_offset < f.HEADER_AREA or header.log_offset + header.log_length > file_size
     ):
         raise bad("log outside the file")
-    bat_region, meta_region = _regions(read_at, file_size, bad)
-    meta = _metadata(read_at, meta_region, bad)
-    return _with_bat(read_at, file_size, header, bat_region, meta_region, meta, bad)
+    overlay = replay_log(read_at, file_size, header, name)
+    view, view_size = read_at, file_size
+    if overlay is not None:
+        view, view_size = overlay.reader(read_at), overlay.size
+    # Regions must lie in the real file; blocks may lie in an extension the log promises.
+    bat_region, meta_region = _regions(view, file_size, bad)
+    meta = _metadata(view, meta_region, bad)
+    layout = _with_bat(view, view_size, header, bat_region, meta_region, meta, bad)
+    return dataclasses.replace(layout, replayed_log=overlay) if overlay is not None else layout
 
 
 def _current_header(read_at: ReadAt, bad: Callable[[str], ImageFormatError]) -> f.Header:

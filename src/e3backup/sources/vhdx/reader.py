@@ -253,6 +253,15 @@ class VhdxReader:
             )
         return data
 
+    def _read_file(self, layer: _Layer, offset: int, length: int) -> bytes:
+        """Bytes of the file as its replayed log leaves it (the file itself is never written)."""
+        overlay = layer.layout.replayed_log
+        if overlay is None:
+            return self._pread_exact(layer.fd, layer.path, offset, length)
+        return overlay.read(
+            lambda o, n: self._pread_exact(layer.fd, layer.path, o, n), offset, length
+        )
+
     def _read_layer(self, index: int, offset: int, length: int) -> bytes:
         layer = self._layers[index]
         lay = layer.layout
@@ -267,7 +276,7 @@ class VhdxReader:
             state = entry & f.BAT_STATE_MASK
             file_offset = (entry >> f.BAT_OFFSET_SHIFT) * f.MiB + (pos - block_start)
             if state == f.PAYLOAD_FULLY_PRESENT:
-                parts.append(self._pread_exact(layer.fd, layer.path, file_offset, piece_end - pos))
+                parts.append(self._read_file(layer, file_offset, piece_end - pos))
             elif state == f.PAYLOAD_PARTIALLY_PRESENT:
                 parts.extend(self._read_partial(index, block, pos, piece_end))
             elif has_parent and state in _PARENT_STATES:
@@ -286,7 +295,7 @@ class VhdxReader:
         chunk_start = chunk * lay.chunk_ratio * lay.block_size
         first, last = (pos - chunk_start) // sector, (end - 1 - chunk_start) // sector
         bitmap_at = (int(lay.bitmaps[chunk]) >> f.BAT_OFFSET_SHIFT) * f.MiB + first // 8
-        raw = self._pread_exact(layer.fd, layer.path, bitmap_at, last // 8 - first // 8 + 1)
+        raw = self._read_file(layer, bitmap_at, last // 8 - first // 8 + 1)
         bits = np.unpackbits(np.frombuffer(raw, np.uint8), bitorder="little")
         bits = bits[first % 8 : first % 8 + last - first + 1]
         changes = np.flatnonzero(np.diff(bits)) + 1
@@ -298,9 +307,7 @@ class VhdxReader:
             lo = max(pos, chunk_start + (first + s) * sector)
             hi = min(end, chunk_start + (first + e) * sector)
             if bits[s]:
-                parts.append(
-                    self._pread_exact(layer.fd, layer.path, block_file + lo - block_start, hi - lo)
-                )
+                parts.append(self._read_file(layer, block_file + lo - block_start, hi - lo))
             else:
                 parts.append(self._read_layer(index + 1, lo, hi - lo))
         return parts

@@ -25,6 +25,7 @@ from vhdx_helpers import (
 from e3backup.core.errors import ImageFormatError
 from e3backup.sources.vhdx import VhdxReader
 from e3backup.sources.vhdx import formats as f
+from e3backup.sources.vhdx.log_writer import write_pending_log
 
 WRITES = {0: b"a" * 4096, 2 * MiB: b"b" * 4096}
 
@@ -58,9 +59,9 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda p: (patch(p, f.HEADER_OFFSETS[0] + 9, b"\x01"), patch(p, f.HEADER_OFFSETS[1], b"x")),
         "neither header",
     ),
-    "pending log": (
-        lambda p: rewrite_headers(p, log_guid=uuid.uuid4()),
-        "not shut down cleanly",
+    "damaged log": (
+        lambda p: (write_pending_log(p, [[(3 * MiB, bytes(4096))]]), patch(p, MiB + 100, b"x")),
+        "not shut down cleanly and its log cannot be replayed",
     ),
     "header version": (lambda p: rewrite_headers(p, version=2), "version"),
     "log outside": (lambda p: rewrite_headers(p, log_offset=1024 * MiB), "log outside"),
@@ -172,8 +173,11 @@ def test_zero_state_with_stray_offset_reads_zeros(disk: Path) -> None:
         assert reader.read(0, 4096) == bytes(4096)
 
 
-def test_pending_log_message_tells_what_to_do(disk: Path) -> None:
-    rewrite_headers(disk, log_guid=uuid.uuid4())
-    with pytest.raises(ImageFormatError, match=r"Hyper-V.*qemu-img check -r all"):
+def test_damaged_log_message_tells_what_to_do(disk: Path) -> None:
+    write_pending_log(disk, [[(3 * MiB, bytes(4096))]])
+    patch(disk, MiB + 4096 + 100, b"x")  # in the entry's data sector
+    with pytest.raises(
+        ImageFormatError, match=r"checksum mismatch.*Hyper-V.*qemu-img check -r all"
+    ):
         _open(disk)
     assert bat_offset(disk) == 3 * MiB

@@ -1,10 +1,11 @@
 """Fuzz: mutated real VHDX files only ever raise SourceError (ImageFormatError), quickly and
 without large allocations.
 
-Samples come from qemu-img/qemu-io and from VhdxWriter (a plain disk and a differencing
-child). Mutations aim at the structures: bytes and little-endian integers in the headers,
-region tables, metadata table and items, BAT and parent locator, optionally with the CRCs
-recomputed so damage gets past the checksums into the field validation, and truncation.
+Samples come from qemu-img/qemu-io and from VhdxWriter (a plain disk, a differencing child and
+a disk with a pending log). Mutations aim at the structures: bytes and little-endian integers
+in the headers, region tables, metadata table and items, BAT, parent locator and log entries
+(headers, descriptors, data sectors), optionally with the CRCs recomputed so damage gets past
+the checksums into the field validation, and truncation.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from e3backup.core.errors import SourceError
 from e3backup.sources.vhdx import VhdxReader, VhdxWriter, write_vhdx
 from e3backup.sources.vhdx import formats as f
 from e3backup.sources.vhdx.crc32c import crc32c
+from e3backup.sources.vhdx.log_writer import write_pending_log
 from fixtures.real import require_tool
 
 SIZE = 8 * MiB + 4096
@@ -46,13 +48,34 @@ def _areas(image: bytes) -> list[tuple[int, int]]:
         else:
             areas += [(entry.offset, 32 + 32 * 8)] * 2
             areas += [(entry.offset + f.METADATA_TABLE_SIZE, 512)] * 2  # items, parent locator
+    for start, length in _log_entries(image):
+        count = struct.unpack_from("<I", image, start + 24)[0]
+        areas += [(start, f.LOG_ENTRY_HEADER_SIZE + f.LOG_DESCRIPTOR_SIZE * count)] * 3
+        data = start + f.log_descriptor_sectors(count) * f.LOG_SECTOR
+        areas += [(o, 8) for o in range(data, start + length, f.LOG_SECTOR)]  # signature, high
+        areas += [(o + f.LOG_SECTOR - 8, 8) for o in range(data, start + length, f.LOG_SECTOR)]
     return areas
 
 
-def _fix_checksums(image: bytearray) -> None:
-    for offset, size in [(o, f.HEADER_SIZE) for o in f.HEADER_OFFSETS] + [
-        (o, f.REGION_TABLE_SIZE) for o in f.REGION_TABLE_OFFSETS
-    ]:
+def _log_entries(image: bytes) -> list[tuple[int, int]]:
+    """(file offset, length) of the log entries of the sample (none wrap in the samples)."""
+    header = f.unpack_header(image[f.HEADER_OFFSETS[1] :][: f.HEADER_SIZE])
+    if header is None or header.log_guid.int == 0:
+        return []
+    log = range(header.log_offset, header.log_offset + header.log_length, f.LOG_SECTOR)
+    return [
+        (o, struct.unpack_from("<I", image, o + 8)[0])
+        for o in log
+        if image[o : o + 4] == f.LOG_ENTRY_SIGNATURE
+    ]
+
+
+def _fix_checksums(image: bytearray, log_entries: list[tuple[int, int]]) -> None:
+    for offset, size in (
+        [(o, f.HEADER_SIZE) for o in f.HEADER_OFFSETS]
+        + [(o, f.REGION_TABLE_SIZE) for o in f.REGION_TABLE_OFFSETS]
+        + log_entries
+    ):
         body = bytearray(image[offset : offset + size])
         if len(body) == size:
             body[4:8] = bytes(4)
@@ -82,7 +105,7 @@ def _mutate(
         else:
             image[offset : offset + 8] = struct.pack("<Q", value & ((1 << 64) - 1))
     if fix:
-        _fix_checksums(image)
+        _fix_checksums(image, _log_entries(sample))
     if cut is not None:
         del image[cut % len(image) :]
     return bytes(image)
@@ -149,6 +172,26 @@ def _qemu_sample(directory: Path) -> bytes:
     return path.read_bytes()
 
 
+@functools.cache
+def _log_sample(directory: Path) -> bytes:
+    """A disk whose log holds a new block's BAT entry and data, zeros and a rewritten sector."""
+    path = directory / "log-sample.vhdx"
+    write_vhdx(path, SIZE, WRITES, block_size=MiB)
+    end = path.stat().st_size
+    with path.open("r+b") as fh:
+        fh.truncate(end + MiB)
+        fh.seek(3 * MiB)
+        bat = bytearray(fh.read(4096))
+    struct.pack_into("<Q", bat, 8 * 4, end | f.PAYLOAD_FULLY_PRESENT)
+    entries: list[list[tuple[int, bytes | int]]] = [
+        [(3 * MiB, bytes(bat)), (end, b"n" * 8192)],
+        [(4 * MiB, 8192), (end + 4096, b"m" * 4096)],
+        [(end + 65536, b"o" * 4096)],
+    ]
+    write_pending_log(path, entries)
+    return path.read_bytes()
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("vhdx-fuzz")
@@ -188,11 +231,20 @@ def test_fuzz_qemu_image(workdir: Path, data: st.DataObject) -> None:
     _fuzz(workdir / "mutated-qemu.vhdx", _qemu_sample(workdir), data)
 
 
+@pytest.mark.timeout(120)
+@FUZZ
+@given(data=st.data())
+def test_fuzz_pending_log(workdir: Path, data: st.DataObject) -> None:
+    _fuzz(workdir / "mutated-log.vhdx", _log_sample(workdir), data)
+
+
 def test_unmutated_samples_open(workdir: Path) -> None:
+    assert len(_log_entries(_log_sample(workdir))) == 3
     for name, sample in [
         ("a.vhdx", _writer_sample(workdir)),
         ("b.avhdx", _child_sample(workdir)),
         ("c.vhdx", _qemu_sample(workdir)),
+        ("d.vhdx", _log_sample(workdir)),
     ]:
         path = workdir / name
         path.write_bytes(sample)

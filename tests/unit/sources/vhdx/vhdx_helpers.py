@@ -83,3 +83,54 @@ def get_bat_entry(path: Path, index: int) -> int:
         fh.seek(bat_offset(path) + 8 * index)
         value: int = struct.unpack("<Q", fh.read(8))[0]
     return value
+
+
+# --- pending logs ------------------------------------------------------------------------------
+
+
+def current_header(path: Path) -> f.Header:
+    return max((read_header(path, i) for i in (0, 1)), key=lambda h: h.sequence)
+
+
+def log_entry_positions(path: Path) -> list[int]:
+    """Log offsets of the sectors that start with an entry header, in log order."""
+    header = current_header(path)
+    with path.open("rb") as fh:
+        fh.seek(header.log_offset)
+        log = fh.read(header.log_length)
+    return [p for p in range(0, len(log), f.LOG_SECTOR) if log[p : p + 4] == b"loge"]
+
+
+def patch_log_entry(path: Path, position: int, at: int, data: bytes, reseal: bool = True) -> None:
+    """Overwrite bytes of the entry at log offset `position`; `reseal` recomputes its CRC."""
+    from e3backup.sources.vhdx.crc32c import crc32c
+
+    header = current_header(path)
+    start = header.log_offset + position
+    patch(path, start + at, data)
+    if not reseal:
+        return
+    with path.open("rb") as fh:
+        fh.seek(start)
+        length = struct.unpack("<I", fh.read(12)[8:12])[0]
+        fh.seek(start)
+        entry = bytearray(fh.read(length))
+    entry[4:8] = bytes(4)
+    patch(path, start + 4, struct.pack("<I", crc32c(entry)))
+
+
+def apply_log_ops(path: Path, entries: list[list[tuple[int, bytes | int]]]) -> None:
+    """What a replay writes: every operation applied to the file itself, in order."""
+    for ops in entries:
+        for offset, op in ops:
+            patch(path, offset, bytes(op) if isinstance(op, int) else op)
+
+
+def sector_with(path: Path, offset: int, data: bytes) -> tuple[int, bytes]:
+    """The 4 KiB file sector around `offset` with `data` written into it, as a log write."""
+    start = offset - offset % f.LOG_SECTOR
+    with path.open("rb") as fh:
+        fh.seek(start)
+        sector = bytearray(fh.read(f.LOG_SECTOR))
+    sector[offset - start : offset - start + len(data)] = data
+    return start, bytes(sector)
