@@ -175,7 +175,7 @@ def test_backup_of_a_vhdx_with_a_damaged_log_is_refused(cli: Cli, tmp_path: Path
     write_vhdx(path, SIZE, [(0, b"A" * MiB)], block_size=MiB)
     write_pending_log(path, [[(4 * MiB, _pattern(SECTOR, 5))], [(4 * MiB, bytes(SECTOR))]])
     with path.open("r+b") as fh:
-        fh.seek(MiB + 8192 + SECTOR + 10)  # the second entry's data sector
+        fh.seek(MiB + SECTOR + 10)  # the first entry's data sector (a newer entry follows it)
         fh.write(b"\xff")
     digest = _sha(path.read_bytes())
     cli.init("--encryption", "none")

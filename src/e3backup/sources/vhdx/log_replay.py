@@ -12,13 +12,17 @@ tail entry on, in order.
 This is stricter than a replaying hypervisor, on purpose: a backup must never silently read
 a half-replayed disk. Any entry of the current session that fails validation (signature,
 lengths, descriptors, data sectors, checksum) and any valid entry that is newer than, or
-missing from, the active sequence refuses the file. Every 4 KiB sector is read at most a few
-times and each entry's checksum is computed once: a valid entry's other sectors start with
-'desc', 'zero' or 'data', so entries cannot overlap.
+missing from, the active sequence refuses the file. The one exception is a *torn write*: an
+invalid entry exactly where the active sequence's next entry would go, with nothing newer
+anywhere in the log, is the log write the host crashed in. It was never acknowledged to the
+guest and never applied to the file, so it is left out (with a warning), as Hyper-V does.
+Every 4 KiB sector is read at most a few times and each entry's checksum is computed once: a
+valid entry's other sectors start with 'desc', 'zero' or 'data', so entries cannot overlap.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,12 +32,18 @@ from e3backup.sources.vhdx import formats as f
 from e3backup.sources.vhdx.crc32c import crc32c
 from e3backup.sources.vhdx.log_overlay import LogOverlay
 
+log = logging.getLogger(__name__)
 ReadAt = Callable[[int, int], bytes]
 SECTOR = f.LOG_SECTOR
 
 
 class _Invalid(Exception):
-    """Why one entry is not valid."""
+    """Why one entry is not valid; `partial`: what an unfinished write of it would look like
+    (a sector not written yet), as opposed to a complete entry with wrong contents."""
+
+    def __init__(self, reason: str, partial: bool = False) -> None:
+        super().__init__(reason)
+        self.partial = partial
 
 
 @dataclass(frozen=True)
@@ -74,10 +84,20 @@ def replay_log(read_at: ReadAt, file_size: int, header: f.Header, name: str) -> 
         return None
     ring = _Ring(read_at, header.log_offset, header.log_length)
     entries, damaged = _scan(ring, header.log_guid)
-    if damaged:
-        position, reason = damaged[0]
-        raise refuse(f"damaged log entry at log offset {position:#x}: {reason}")
     active = _active_sequence(entries, ring.length)
+    torn = _torn_write(damaged, entries, active, ring.length)
+    if torn is not None:
+        damaged.remove(torn)
+        log.warning(
+            "%s: the log entry at log offset %#x was torn by a crash (%s); it was never "
+            "applied, so it is not replayed",
+            name,
+            torn[0],
+            torn[1],
+        )
+    if damaged:
+        position, reason, _ = damaged[0]
+        raise refuse(f"damaged log entry at log offset {position:#x}: {reason}")
     if active is None:
         if entries:
             raise refuse("no complete log sequence (entries are missing between the tail and head)")
@@ -86,10 +106,16 @@ def replay_log(read_at: ReadAt, file_size: int, header: f.Header, name: str) -> 
     return _overlay(active, file_size, header, refuse)
 
 
-def _scan(ring: _Ring, guid: uuid.UUID) -> tuple[list[_Entry], list[tuple[int, str]]]:
-    """Valid entries of this session and (log offset, reason) of damaged ones."""
+# log offset, reason, and when the damage may be an unfinished write: the entry's sequence
+# number (or HEADER_TORN when its header sector itself is unreadable), else None
+Damaged = tuple[int, str, int | None]
+HEADER_TORN = -1
+
+
+def _scan(ring: _Ring, guid: uuid.UUID) -> tuple[list[_Entry], list[Damaged]]:
+    """Valid entries of this session and the damaged ones."""
     entries: list[_Entry] = []
-    damaged: list[tuple[int, str]] = []
+    damaged: list[Damaged] = []
     guid_bytes = guid.bytes_le
     position = 0
     while position < ring.length:
@@ -98,13 +124,14 @@ def _scan(ring: _Ring, guid: uuid.UUID) -> tuple[list[_Entry], list[tuple[int, s
         ours = first[f.LOG_GUID_AT : f.LOG_GUID_AT + 16] == guid_bytes
         if hdr is None or hdr.log_guid != guid:
             if ours:  # this session's LogGuid where an entry header's is: a damaged header
-                damaged.append((position, "its signature is not 'loge'"))
+                damaged.append((position, "its signature is not 'loge'", HEADER_TORN))
             position += SECTOR
             continue
         try:
             entries.append(_parse_entry(ring, position, hdr, first))
         except _Invalid as exc:
-            damaged.append((position, f"sequence {hdr.sequence}: {exc}"))
+            partial = hdr.sequence if exc.partial else None
+            damaged.append((position, f"sequence {hdr.sequence}: {exc}", partial))
             position += SECTOR
             continue
         position += hdr.entry_length
@@ -143,13 +170,13 @@ def _parse_entry(ring: _Ring, position: int, hdr: f.LogEntryHeader, first: bytes
         raw = ring.sector(position + (desc_sectors + j) * SECTOR)
         signature, sequence, payload = f.unpack_log_data_sector(raw)
         if signature != f.LOG_DATA_SIGNATURE:
-            raise _Invalid(f"data sector {j} has no 'data' signature")
+            raise _Invalid(f"data sector {j} has no 'data' signature", partial=True)
         if sequence != hdr.sequence:
-            raise _Invalid(f"data sector {j} carries sequence number {sequence}")
+            raise _Invalid(f"data sector {j} carries sequence number {sequence}", partial=True)
         crc = crc32c(raw, crc)
         payloads.append(payload)
     if crc != hdr.checksum:
-        raise _Invalid("checksum mismatch")
+        raise _Invalid("checksum mismatch", partial=True)
     return _Entry(position, hdr, tuple(descriptors), tuple(payloads))
 
 
@@ -163,6 +190,23 @@ def _checked_descriptor(d: f.LogDescriptor, hdr: f.LogEntryHeader) -> f.LogDescr
     if d.signature == f.LOG_ZERO_SIGNATURE and (d.zero_length % SECTOR or not d.zero_length):
         raise _Invalid(f"zero descriptor length {d.zero_length} is not a multiple of 4 KiB")
     return d
+
+
+def _torn_write(
+    damaged: list[Damaged], entries: list[_Entry], active: list[_Entry] | None, ring_length: int
+) -> Damaged | None:
+    """The damaged entry that is the active sequence's interrupted next write, if any."""
+    if active is None or not damaged:
+        return None
+    head = active[-1]
+    if any(e.sequence > head.sequence for e in entries):
+        return None  # something newer was written after it: real damage, not a torn write
+    next_position = (head.position + head.header.entry_length) % ring_length
+    for candidate in damaged:
+        position, _, sequence = candidate
+        if position == next_position and sequence in (HEADER_TORN, head.sequence + 1):
+            return candidate
+    return None
 
 
 def _active_sequence(entries: list[_Entry], ring_length: int) -> list[_Entry] | None:
