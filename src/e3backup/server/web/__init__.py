@@ -25,7 +25,8 @@ How to add a page (e.g. Jobs)
    ``title`` and ``content`` (``scripts`` for a page script in static/js/<page>.js: no inline
    scripts, the CSP forbids them). Components in ``_ui.html`` (imported as ``ui``):
    ``ui.badge(status)``, ``ui.time(dt)`` / ``ui.time(dt, "relative")``, ``ui.bytes(n)``,
-   ``ui.duration(s)``, ``ui.empty_state(title, text, url, label)``,
+   ``ui.duration(s)``, ``ui.empty_state(title, text, url, label)``, ``ui.scroll_region(label)``
+   (wraps every wide table),
    ``ui.confirm_button(action, label, message, csrf_token)``, ``ui.csrf_field(csrf_token)``.
    Every form that POSTs carries ``{{ ui.csrf_field(csrf_token) }}``; htmx requests get the
    X-CSRF-Token header automatically. Confirmation: ``data-confirm="..."`` on a form or
@@ -45,6 +46,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from e3backup.server.web import errors, routes_agents, routes_auth, routes_dashboard
+from e3backup.server.web.nav import remember_pages
 from e3backup.server.web.templating import STATIC_DIR
 
 ROUTERS = (routes_auth.router, routes_dashboard.router, routes_agents.router)
@@ -55,4 +57,5 @@ def install(app: FastAPI) -> None:
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    remember_pages(app, ROUTERS)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

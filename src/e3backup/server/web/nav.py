@@ -1,11 +1,13 @@
-"""The main navigation. A page adds itself to NAV; an entry shows once a GET route serves its
-path (so the menu never links to a page not built yet) and when the actor's role allows it."""
+"""The main navigation. A page adds itself to NAV; an entry shows once a GET route of the UI
+routers serves its path (so the menu never links to a page not built yet) and when the actor's
+role allows it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fastapi import Request
+from fastapi import APIRouter, FastAPI, Request
 from starlette.routing import Route
 
 from e3backup.server.services.auth import Actor
@@ -36,16 +38,18 @@ NAV = (
 )
 
 
-def _served(request: Request) -> set[str]:
-    return {
+def remember_pages(app: FastAPI, routers: Iterable[APIRouter]) -> None:
+    """Called by web.install: the GET paths the UI serves."""
+    app.state.ui_pages = frozenset(
         r.path
-        for r in request.app.routes
+        for router in routers
+        for r in router.routes
         if isinstance(r, Route) and r.methods is not None and "GET" in r.methods
-    }
+    )
 
 
 def nav_for(request: Request, actor: Actor) -> list[NavLink]:
-    served = _served(request)
+    served: frozenset[str] = request.app.state.ui_pages
     here = request.url.path
     return [
         NavLink(
