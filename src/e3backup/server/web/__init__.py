@@ -32,12 +32,23 @@ How to add a page (e.g. Jobs)
    X-CSRF-Token header automatically. Confirmation: ``data-confirm="..."`` on a form or
    ``hx-confirm="..."`` on an htmx element opens the accessible dialog (never confirm()).
    Every input has a <label>; live regions get ``aria-live="polite"``.
-6. Navigation: add a ``NavItem`` to ``web/nav.py`` (it shows once a GET route serves it).
-7. Browser test: ``tests/web/test_<page>.py``. Fixtures (tests/web/conftest.py): ``web``
-   (the module's live server and users: ``web.admin_email``... ``web.password``),
-   ``page_as(role)`` → a signed-in Playwright page failing on console/page errors,
-   ``check_page(page, name)`` → axe (serious/critical fail) + screenshots at 1280x800 and
-   390x844 into test-artifacts/screens/. One server + one browser per module: keep tests lean.
+6. htmx / Alpine: a POST renders the whole page; htmx takes the fragment it needs
+   (``hx-post="/agents/tokens" hx-select="#token-panel" hx-target="#token-panel"
+   hx-swap="outerHTML"``), so the form also works without JavaScript. A refused htmx
+   request shows the error page's message as a flash. Polling: ``hx-get`` +
+   ``hx-trigger="every 2s"`` on a fragment route; stop by answering without the trigger.
+   Alpine components go in static/js/<page>.js (``Alpine.data`` in ``alpine:init``),
+   included by the ``scripts`` block (it loads before Alpine).
+7. Navigation: add a ``NavItem`` to ``web/nav.py`` (it shows once a GET route serves it).
+8. Browser test: ``tests/web/test_<page>.py`` (tests/web/conftest.py). Fixtures: ``web`` (the
+   session's live server: ``web.email("viewer")``, ``web.password``, ``web.api(...)`` with
+   the MSP admin's token, ``web.enroll_new(host)``, ``web.new_tenant(name)`` for a view of
+   your own), ``page_as("operator")`` → a signed-in Playwright page, ``pages.new()`` → an
+   anonymous one; any console error or page error fails the test (``errors.allow("403")``
+   when the test provokes one); ``check_page(page, "jobs")`` → axe (serious/critical fail),
+   no sideways scrolling at 390 px, screenshots at 1280x800 and 390x844 in
+   test-artifacts/screens/. Prefer ``page.request.post(...)`` (shares the cookies) to prove
+   the server refuses what the page hides. One server and one browser per session: lean tests.
 """
 
 from __future__ import annotations

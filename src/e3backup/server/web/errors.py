@@ -51,7 +51,10 @@ def _ui_answer(request: Request, exc: Exception) -> Response:
         isinstance(exc, errors.Unauthorized) and request.method == "GET"
     ):
         query = urlencode({"next": request.url.path}) if request.url.path != "/" else ""
-        return RedirectResponse(f"/login{'?' + query if query else ''}", status_code=303)
+        login = f"/login{'?' + query if query else ''}"
+        if request.headers.get("HX-Request"):  # htmx: a full-page visit, not a swapped fragment
+            return Response(status_code=401, headers={"HX-Redirect": login})
+        return RedirectResponse(login, status_code=303)
     if isinstance(exc, errors.ServiceError):
         code = next((c for cls, c in STATUS_BY_ERROR if isinstance(exc, cls)), 400)
         return error_page(request, code, str(exc))

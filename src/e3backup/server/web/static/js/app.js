@@ -5,7 +5,8 @@
 //  - <form data-confirm="message" [data-confirm-label="Delete"]>: the accessible <dialog>
 //    confirmation (also hx-confirm on htmx elements) instead of window.confirm()
 //  - <button data-copy="#element-id">: copy that element's text to the clipboard
-//  - htmx requests carry the CSRF token (X-CSRF-Token) from <meta name="csrf-token">
+//  - htmx requests carry the CSRF token (X-CSRF-Token) from <meta name="csrf-token">; a
+//    refused htmx request shows the error page's message as a flash
 //  - <select data-autosubmit>: submits its form on change (tenant switcher)
 // Everything re-applies to content htmx swaps in (htmx.onLoad).
 (function () {
@@ -110,6 +111,20 @@
   document.addEventListener("htmx:configRequest", function (event) {
     var meta = document.querySelector('meta[name="csrf-token"]');
     if (meta) event.detail.headers["X-CSRF-Token"] = meta.getAttribute("content");
+  });
+
+  // --- htmx: a refused request (4xx/5xx) shows the server's message as a flash ------------
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr, text = "The server refused the request (" + xhr.status + ").";
+    var doc = new DOMParser().parseFromString(xhr.responseText || "", "text/html");
+    var message = doc.querySelector(".error-message");
+    if (message) text = message.textContent;
+    var box = document.querySelector(".flashes");
+    if (!box) return;
+    var p = document.createElement("p");
+    p.className = "flash flash-error";
+    p.textContent = text;
+    box.appendChild(p);
   });
 
   // --- copy buttons and auto-submitting selects ----------------------------------------------
