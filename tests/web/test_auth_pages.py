@@ -81,10 +81,17 @@ def test_a_form_post_without_the_csrf_token_is_refused(page_as, web) -> None:
         "/agents/tokens", form={"expires_in_s": "3600", "csrf_token": _csrf(page)}
     )
     assert good.status == 200 and "e3backup agent enroll" in good.text()
+    # htmx sends the token as the X-CSRF-Token header (no form field here)
+    page.evaluate(
+        "htmx.ajax('POST', '/agents/tokens', {values: {expires_in_s: 3600},"
+        " target: '#token-panel', select: '#token-panel', swap: 'outerHTML'})"
+    )
+    assert page.locator("#enroll-command").inner_text().startswith("e3backup agent enroll")
+    assert page.url.endswith("/agents")
     assert web.api("GET", "/agents").json()["total"] == before
 
 
-def test_a_viewer_sees_no_admin_controls_and_a_direct_post_is_refused(page_as, web) -> None:
+def test_a_viewer_sees_no_admin_controls_and_a_direct_post_is_refused(page_as, web, errors) -> None:
     agent = web.enroll_new("viewer-sees-me")
     page = page_as("viewer")
     page.goto("/agents")
@@ -100,4 +107,7 @@ def test_a_viewer_sees_no_admin_controls_and_a_direct_post_is_refused(page_as, w
         assert "needs the admin role" in refused.text()
     token = page.request.post("/agents/tokens", form={"expires_in_s": "3600", "csrf_token": csrf})
     assert token.status == 403
+    errors.allow("403")  # the htmx request below is refused on purpose (htmx logs it too)
+    page.evaluate(f"htmx.ajax('POST', '/agents/{agent.agent_id}/disable', {{target: 'main'}})")
+    assert "needs the admin role" in page.locator(".flash-error").inner_text()
     assert web.api("GET", f"/agents/{agent.agent_id}").json()["status"] == "enabled"
