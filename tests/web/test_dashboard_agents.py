@@ -14,7 +14,7 @@ STATS = {"size_bytes": 1000, "logical_bytes": 4000, "snapshot_count": 2, "dedup_
 
 def test_dashboard_of_a_switched_tenant(page_as, web, check_page) -> None:
     tenant_id = web.new_tenant("dash-tenant")
-    agent = web.enroll_new("dash-host", tenant="dash-tenant")
+    agent = web.enroll_new("dash-host", tenant_id)
     web.finished_run(agent, "dash-ok", "success", repository_stats=STATS)
     web.finished_run(agent, "dash-broken", "failed", error="disk vanished")
 

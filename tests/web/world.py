@@ -3,6 +3,7 @@ a child tenant, one user per role (admin CLI), and helpers for the client and ag
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,9 +71,11 @@ class WebWorld:
         doc = answer.json()
         return AgentApi(self.server, doc["agent_id"], doc["agent_token"])
 
-    def enroll_new(self, hostname: str, tenant: str = MSP) -> AgentApi:
-        token = self.server.admin("enrollment-token", "create", "--tenant", tenant)["token"]
-        return self.enroll(token, hostname)
+    def enroll_new(self, hostname: str, tenant_id: int | None = None) -> AgentApi:
+        """An agent enrolled with a token from the client API (default: the MSP tenant)."""
+        answer = self.api("POST", "/enrollment_tokens", json={"tenant_id": tenant_id})
+        assert answer.status_code == 201, answer.text
+        return self.enroll(answer.json()["token"], hostname)
 
     def finished_run(
         self, agent: AgentApi, job_name: str, status: str, **result: Any
@@ -102,16 +105,17 @@ class WebWorld:
 
 
 def build_world(server: LiveServer) -> WebWorld:
+    """Through the admin CLI; the independent calls run side by side (each is a process)."""
     server.admin("tenant", "create", MSP)
-    child = server.admin("tenant", "create", CHILD, "--parent", MSP)
     password_file = server.data_dir / "users.pw"
     password_file.write_text(PASSWORD)
-    emails = {}
-    for role in ROLES:
-        emails[role] = f"{role}@{MSP}.test"
-        server.admin(
-            "user", "create", emails[role], "--tenant", MSP, "--role", role,
-            "--password-file", str(password_file),
-        )  # fmt: skip
+    emails = {role: f"{role}@{MSP}.test" for role in ROLES}
+    calls = [("tenant", "create", CHILD, "--parent", MSP)] + [
+        ("user", "create", emails[role], "--tenant", MSP, "--role", role,
+         "--password-file", str(password_file))
+        for role in ROLES
+    ]  # fmt: skip
+    with ThreadPoolExecutor(len(calls)) as pool:
+        child, *_users = pool.map(lambda args: server.admin(*args), calls)
     token = server.admin("api-token", "create", emails["admin"])["token"]
     return WebWorld(server, token, child["id"], emails)
