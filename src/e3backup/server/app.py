@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from e3backup import __version__
-from e3backup.server import background
+from e3backup.server import background, web
 from e3backup.server.api import (
     agent,
     errors,
@@ -74,6 +74,7 @@ def create_app(settings: ServerSettings, ctx: ServerContext | None = None) -> Fa
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    web.install(app)  # after the API: its error handlers wrap the API's
     app.add_middleware(errors.BodySizeLimit, max_bytes=settings.max_body_bytes)
     registry, latency = new_registry()
     app.state.metrics_registry = registry

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Response
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +19,12 @@ from e3backup.server.context import ServerContext
 from e3backup.server.db.engine import session_scope
 from e3backup.server.db.models import Agent
 from e3backup.server.services.agent_gate import AgentRef
-from e3backup.server.services.auth import Actor, actor_from_api_token, actor_from_session
+from e3backup.server.services.auth import (
+    Actor,
+    NewSession,
+    actor_from_api_token,
+    actor_from_session,
+)
 from e3backup.server.services.errors import RateLimited, Unauthorized
 
 SESSION_COOKIE = "e3_session"
@@ -46,6 +51,23 @@ Db = Annotated[Session, Depends(get_db, scope="function")]
 
 def client_ip(request: Request) -> str:
     return request.client.host if request.client else ""
+
+
+def set_session_cookie(response: Response, ctx: ServerContext, session: NewSession) -> None:
+    """The session cookie of the API's login and the UI's sign-in (one definition)."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        session.session_token,
+        max_age=int(session.expires_in_s),
+        httponly=True,
+        samesite="strict",
+        secure=cookie_secure(ctx),
+        path="/",
+    )
+
+
+def cookie_secure(ctx: ServerContext) -> bool:
+    return ctx.settings.session_cookie_secure or ctx.settings.tls_cert is not None
 
 
 def authenticate_agent(

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from e3backup.server.deps import SESSION_COOKIE, Ctx, CurrentActor, Db, client_ip
+from e3backup.server.deps import (
+    SESSION_COOKIE,
+    Ctx,
+    CurrentActor,
+    Db,
+    client_ip,
+    set_session_cookie,
+)
 from e3backup.server.schemas.agent import Ok
 from e3backup.server.schemas.client import (
     EnrollmentTokenCreate,
@@ -15,9 +22,9 @@ from e3backup.server.schemas.client import (
     MeOut,
     TenantSwitch,
 )
-from e3backup.server.services import audit, auth, enrollment, users
+from e3backup.server.services import auth, enrollment
 from e3backup.server.services.auth import Actor
-from e3backup.server.services.errors import NotFound, Unauthorized
+from e3backup.server.services.errors import Unauthorized
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 
@@ -36,23 +43,10 @@ def _me(actor: Actor) -> MeOut:
 def login(
     body: LoginRequest, request: Request, response: Response, ctx: Ctx, db: Db
 ) -> LoginAnswer:
-    key = f"login:{client_ip(request)}"
-    ctx.limiter.check(key, f"login:{body.email.lower()[:320]}")
-    try:
-        user = users.authenticate(db, body.email, body.password)
-    except Unauthorized:
-        ctx.limiter.failed(key, f"login:{body.email.lower()[:320]}")
-        raise
-    session = auth.create_session(db, user, ctx.settings.session_ttl_s)
-    response.set_cookie(
-        SESSION_COOKIE,
-        session.session_token,
-        max_age=int(session.expires_in_s),
-        httponly=True,
-        samesite="strict",
-        secure=ctx.settings.session_cookie_secure or ctx.settings.tls_cert is not None,
-        path="/",
+    user, session = auth.sign_in(
+        db, ctx.limiter, client_ip(request), body.email, body.password, ctx.settings.session_ttl_s
     )
+    set_session_cookie(response, ctx, session)
     me = _me(auth.actor_for_user(db, user, "user"))
     return LoginAnswer(
         **me.model_dump(), csrf_token=session.csrf_token, expires_in_s=session.expires_in_s
@@ -86,17 +80,12 @@ def switch_tenant(body: TenantSwitch, request: Request, actor: CurrentActor, db:
 def create_enrollment_token(
     body: EnrollmentTokenCreate, actor: CurrentActor, db: Db
 ) -> EnrollmentTokenOut:
-    actor.require("admin")
-    tenant_id = body.tenant_id if body.tenant_id is not None else actor.tenant_id
-    if not actor.sees(tenant_id):
-        raise NotFound("tenant not found")
-    token, secret = enrollment.create_enrollment_token(
-        db, tenant_id, body.expires_in_s, body.max_uses, actor, body.description
+    token, secret = enrollment.issue_token(
+        db, actor, body.tenant_id, body.expires_in_s, body.max_uses, body.description
     )
-    audit.record(db, actor, "enrollment_token.create", "enrollment_token", token.id, tenant_id)
     return EnrollmentTokenOut(
         id=token.id,
-        tenant_id=tenant_id,
+        tenant_id=token.tenant_id,
         token=secret,
         expires_at=token.expires_at,
         max_uses=token.max_uses,

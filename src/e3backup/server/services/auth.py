@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from e3backup.server.db.base import utcnow
 from e3backup.server.db.models import ApiToken, User, UserSession
-from e3backup.server.services import tenants
+from e3backup.server.services import tenants, users
 from e3backup.server.services.errors import Forbidden, NotFound, RateLimited, Unauthorized
 from e3backup.server.services.tokens import hash_token, new_token, same_hash
 
@@ -35,8 +35,12 @@ class Actor:
     role: str
     label: str
 
+    def allows(self, role: str) -> bool:
+        """The one role rule: `require` enforces it, the UI hides what it refuses."""
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
     def require(self, role: str) -> None:
-        if ROLE_RANK[self.role] < ROLE_RANK[role]:
+        if not self.allows(role):
             raise Forbidden(f"this needs the {role} role (you are {self.role})")
 
     def sees(self, tenant_id: int) -> bool:
@@ -97,6 +101,21 @@ def create_session(db: Session, user: User, ttl_s: float) -> NewSession:
     )
     db.flush()
     return NewSession(session_token, csrf_token, ttl_s)
+
+
+def sign_in(
+    db: Session, limiter: FailureLimiter, ip: str, email: str, password: str, ttl_s: float
+) -> tuple[User, NewSession]:
+    """Check the password (failures counted per address and per e-mail) and open a session;
+    one message for an unknown e-mail and a wrong password."""
+    keys = (f"login:{ip}", f"login:{email.lower()[:320]}")
+    limiter.check(*keys)
+    try:
+        user = users.authenticate(db, email, password)
+    except Unauthorized:
+        limiter.failed(*keys)
+        raise
+    return user, create_session(db, user, ttl_s)
 
 
 def actor_from_session(

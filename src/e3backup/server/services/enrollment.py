@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from e3backup.server.db.base import utcnow
 from e3backup.server.db.models import Agent, EnrollmentToken
-from e3backup.server.services import users
+from e3backup.server.services import audit, users
 from e3backup.server.services.auth import Actor
-from e3backup.server.services.errors import Forbidden, Invalid, Unauthorized
+from e3backup.server.services.errors import Forbidden, Invalid, NotFound, Unauthorized
 from e3backup.server.services.tokens import hash_token, new_token
 
 ENROLLMENT_PREFIX = "e3e"
@@ -55,6 +55,27 @@ def create_enrollment_token(
     )
     db.add(token)
     db.flush()
+    return token, secret
+
+
+def issue_token(
+    db: Session,
+    actor: Actor,
+    tenant_id: int | None,
+    expires_in_s: float | None,
+    max_uses: int | None,
+    description: str = "",
+) -> tuple[EnrollmentToken, str]:
+    """An admin's enrollment token for a tenant it sees (default: its current one), audited;
+    the secret is returned once (API and UI)."""
+    actor.require("admin")
+    tenant_id = tenant_id if tenant_id is not None else actor.tenant_id
+    if not actor.sees(tenant_id):
+        raise NotFound("tenant not found")
+    token, secret = create_enrollment_token(
+        db, tenant_id, expires_in_s, max_uses, actor, description
+    )
+    audit.record(db, actor, "enrollment_token.create", "enrollment_token", token.id, tenant_id)
     return token, secret
 
 

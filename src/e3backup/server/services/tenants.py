@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from e3backup.server.db.models import Tenant
+from e3backup.server.db.models import Tenant, User
 from e3backup.server.services.errors import Conflict, Invalid, NotFound
 
 MAX_NAME_CHARS = 200
@@ -44,3 +44,11 @@ def visible_tenant_ids(db: Session, tenant_id: int) -> frozenset[int]:
 
 def list_tenants(db: Session, tenant_ids: frozenset[int]) -> list[Tenant]:
     return list(db.scalars(select(Tenant).where(Tenant.id.in_(tenant_ids)).order_by(Tenant.id)))
+
+
+def switchable_tenants(db: Session, user_id: int | None) -> list[Tenant]:
+    """What the MSP tenant switcher offers: the user's own tenant and every descendant."""
+    user = db.get(User, user_id) if user_id is not None else None
+    if user is None:
+        return []
+    return list_tenants(db, visible_tenant_ids(db, user.tenant_id))
