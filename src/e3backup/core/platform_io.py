@@ -149,7 +149,7 @@ def open_device_for_write(path: str | os.PathLike[str]) -> int:
     """Open a block device to restore onto it, refusing one in use: on Linux O_EXCL without
     O_CREAT opens a block device exclusively, and fails with EBUSY while it is mounted, part of
     an active RAID/LVM/swap, or held exclusively by another program."""
-    flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_WRONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     if sys.platform.startswith("linux"):
         flags |= os.O_EXCL
     try:
