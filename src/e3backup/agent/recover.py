@@ -103,6 +103,7 @@ def recover(
     repo, workers, in_flight = _open_repository(context, options, reporter)
     snapshot = repo.find_snapshot(context.snapshot_id)
     disk = choose_disk(snapshot, context, options.disk)
+    cancel.raise_if_cancelled()  # Ctrl-C while the repository opened: the run stays untouched
     target = open_target(options.target, disk.size_bytes, options.image_format, options.overwrite)
     try:
         if reporter.claim(bytes_total=disk.size_bytes, current_item=disk.name, progress_pct=0):
