@@ -12,7 +12,9 @@ job="${1:-demo}"
 # Debian packages the test suite needs (the benchmarks install restic/borg themselves).
 APT_PACKAGES=(
     ca-certificates qemu-utils qemu-system-x86 qemu-system-common qemu-guest-agent
-    busybox-static linux-image-cloud-amd64 e2fsprogs cpio postgresql chromium
+    busybox-static linux-image-cloud-amd64 e2fsprogs cpio postgresql
+    chromium  # web UI tests (Playwright drives Debian's browser)
+    lvm2      # real volume groups on loop devices (no device-mapper here: no activation)
 )
 # Debian's own python3 needs python3-venv for `python3 -m venv`; other Pythons bring it.
 python3 -c "import ensurepip" 2>/dev/null || APT_PACKAGES+=(python3-venv)

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from e3backup.agent.runner import Runner
 from e3backup.agent.state import Outbox, RunLedger
 from e3backup.core.cancel import CancelToken
 from e3backup.core.errors import UsageError
+from fixtures.real import missing, require_tool, run_tool
 
 
 def test_outbox_keeps_order_across_restarts_and_drops_logs_first(tmp_path: Path) -> None:
@@ -55,8 +59,20 @@ def test_ledger_counts_attempts_and_remembers_the_end(tmp_path: Path) -> None:
     assert again.last_run == {"run_id": 7, "status": "success"}
 
 
+LVS_JSON = """  {
+      "report": [
+          {
+              "lv": [
+                  {"vg_name":"vg0", "lv_name":"root", "lv_size":"21474836480"}
+              ]
+          }
+      ]
+  }
+"""
+
+
 def test_lvs_output_and_lvm_commands() -> None:
-    lv = lvm.parse_lvs("  vg0|root|21474836480\n")
+    lv = lvm.parse_lvs(LVS_JSON)
     assert lv == lvm.LogicalVolume("vg0", "root", 21474836480)
     assert lvm.lvcreate_args(lv) == [
         "-s",
@@ -70,6 +86,51 @@ def test_lvs_output_and_lvm_commands() -> None:
     small = lvm.LogicalVolume("vg0", "boot", 100 * 1024 * 1024)
     assert lvm.snapshot_size_bytes(small) == lvm.MIN_SNAPSHOT_BYTES
     assert lvm.parse_lvs("  WARNING: something\n") is None
+    assert lvm.parse_lvs('{"report": [{"lv": []}]}') is None
+
+
+@contextmanager
+def volume_group(tmp_path: Path) -> Iterator[str]:
+    """A real volume group on a loop device with one 8 MiB LV `data`, created metadata-only
+    (`--driverloaded n`): this machine has no device-mapper, so it can never be activated."""
+    require_tool("vgcreate", "lvm2")
+    losetup = require_tool("losetup", "mount")
+    if os.geteuid() != 0:
+        missing("LVM on a loop device needs root")
+    backing = tmp_path / "pv.img"
+    with open(backing, "wb") as f:
+        f.truncate(64 * 1024 * 1024)
+    device = run_tool(losetup, "--find", "--show", backing).strip()
+    vg = f"e3test{os.getpid()}"
+    try:
+        run_tool("pvcreate", device)
+        run_tool("vgcreate", vg, device)
+        run_tool("lvcreate", "--driverloaded", "n", "-an", "-Zn", "-L", "8m", "-n", "data", vg)
+        yield vg
+    finally:
+        for argv in (["vgremove", "--driverloaded", "n", "-f", vg], ["pvremove", device]):
+            subprocess.run(argv, capture_output=True, check=False, timeout=60)
+        run_tool(losetup, "--detach", device)
+
+
+def test_real_lvs_output_and_a_real_snapshot_failure(tmp_path: Path) -> None:
+    """Against a real LV: our `lvs` query finds it (and nothing for a missing one), and the
+    snapshot fails for real here (no device-mapper), so the live device is read with the
+    fallback warning carrying lvcreate's own reason."""
+    with volume_group(tmp_path) as vg:
+        lv = lvm.query_lv(f"{vg}/data")
+        assert lv == lvm.LogicalVolume(vg, "data", 8 * 1024 * 1024)
+        assert lvm.query_lv(f"{vg}/missing") is None
+        sent: list[tuple[str, dict[str, Any]]] = []
+        ctx = RunContext(EngineTask("backup", 1, {}), sent.append, CancelToken())
+        live = tmp_path / "live.img"
+        live.write_bytes(b"\0" * 4096)
+        with lvm.point_in_time(live, ctx, lv) as read_path:
+            assert read_path == live
+        assert lvm.query_lv(f"{vg}/data-e3backup-snap") is None, "no snapshot left behind"
+    reason = sent[-1][1]["params"]["reason"]
+    assert sent[-1][1]["message_id"] == "DISK_IMAGE_READ_PLAN_FALLBACK"
+    assert "device-mapper" in reason and f"{vg}/data" in reason, reason
 
 
 def test_lvm_snapshot_failure_falls_back_to_the_live_device(tmp_path: Path) -> None:

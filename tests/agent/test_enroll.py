@@ -137,3 +137,22 @@ def test_https_certificate_is_pinned_at_enrollment_and_enforced(tmp_path: Path) 
             out = e3backup("agent", "status", "--config", config, check=False)
             assert out.returncode == 1
             assert "CERTIFICATE_VERIFY_FAILED" in out.stdout, out.stdout
+            # --fingerprint trusts only the certificate an admin vouched for, also for recover.
+            first = fingerprint(first_cert.read_text())
+            second = fingerprint(second_cert.read_text())
+            again = tmp_path / "again.toml"
+            out = e3backup(
+                "agent", "enroll", "--server", server.url, "--token", token, "--config", again,
+                "--fingerprint", first, check=False,
+            )  # fmt: skip
+            assert out.returncode == 2 and "refusing to connect" in out.stderr, out.stderr
+            assert not again.exists()
+            recover = ("agent", "recover", "--server", server.url, "--to", tmp_path / "disk.img")
+            token_env = {"E3BACKUP_RECOVERY_TOKEN": "e3r_not-a-session"}
+            out = e3backup(*recover, "--fingerprint", first, check=False, env=token_env)
+            assert out.returncode == 2 and "refusing to connect" in out.stderr, out.stderr
+            colons = ":".join(second[i : i + 2] for i in range(0, 64, 2)).upper()
+            out = e3backup(*recover, "--fingerprint", colons, check=False, env=token_env)
+            assert out.returncode == 41 and "invalid or expired" in out.stderr, out.stderr
+            out = e3backup(*recover, check=False, env=token_env)  # first contact: pinned, shown
+            assert out.returncode == 41 and f"SHA-256 {second}" in out.stderr, out.stderr

@@ -218,3 +218,33 @@ def test_sigterm_stops_the_agent_cleanly_and_reports_the_run(
         requested = [e for e in dep.events(run_id) if e["message_id"] == "CANCEL_REQUESTED"]
         assert "SIGTERM" in requested[0]["params"]["reason"]
         assert dep.points(job_id) == []
+
+
+WATCHDOG = {"agent_watchdog_timeout_s": "6", "agent_reclaim_grace_s": "1", "watchdog_tick_s": "0.5"}
+
+
+def test_watchdog_fails_the_run_of_a_killed_agent_and_the_restarted_agent_takes_the_next(
+    tmp_path: Path, random_image: Path
+) -> None:
+    """SIGKILL of `agent run` mid-run; it stays down past the watchdog timeout, so the server
+    fails the run AGENT_OFFLINE (not reclaimed: too late); restarted, it runs the next one."""
+    with deployment(tmp_path, WATCHDOG) as dep:
+        config = dep.enroll()
+        job_id = image_job(dep, config, random_image, tmp_path / "repo", **SLOW_UPLOAD)
+        with running_agent(config) as first:
+            run_id = dep.run_now(job_id)
+            wait_running_with_progress(dep, run_id)
+            assert first.proc is not None
+            first.proc.kill()
+            first.proc.wait()
+            run = dep.wait_status(run_id, timeout_s=60)
+        assert (run["status"], run["error_code"]) == ("failed", "AGENT_OFFLINE"), run
+        assert "AGENT_OFFLINE" in dep.message_ids(run_id)
+        fast = dep.api.patch(f"/api/v1/jobs/{job_id}", json={"policy_json": {}})
+        assert fast.status_code == 200, fast.text
+        with running_agent(config):
+            next_id = dep.run_now(job_id)
+            assert dep.wait_status(next_id, timeout_s=180)["status"] == "success"
+        assert dep.run(run_id)["status"] == "failed", "the failed run is never run again"
+        assert f"{run_id}-2-" not in str(agent_event_ids(dep, run_id)), "nor resumed"
+        assert len(dep.points(job_id)) == 1

@@ -87,7 +87,9 @@ def check_reachable(dest: Destination, emit: Emit, timeout_s: float = 5.0) -> No
         )
 
 
-def open_destination_backend(dest: Destination, policy: RunPolicy) -> Backend:
+def open_destination_backend(
+    dest: Destination, policy: RunPolicy, download_limit_kibps: int | None = None
+) -> Backend:
     return open_backend(
         dest.location,
         endpoint=dest.endpoint or None,
@@ -95,12 +97,17 @@ def open_destination_backend(dest: Destination, policy: RunPolicy) -> Backend:
         access_key=dest.access_key or None,
         secret_key=dest.secret_key or None,
         upload_limit_kibps=policy.bandwidth_limit_kibps,
+        download_limit_kibps=download_limit_kibps,
         parallelism=policy.parallelism if dest.kind == "s3" else None,
     )
 
 
 def open_repository(
-    dest: Destination, policy: RunPolicy, emit: Emit, create: bool = True
+    dest: Destination,
+    policy: RunPolicy,
+    emit: Emit,
+    create: bool = True,
+    download_limit_kibps: int | None = None,
 ) -> Repository:
     """Probe, open (or create on first use), and apply the job's compression."""
     check_reachable(dest, emit)
@@ -114,7 +121,7 @@ def open_repository(
             access_key=dest.access_key or None,
             secret_key=dest.secret_key or None,
         ).ensure_bucket()
-    backend = open_destination_backend(dest, policy)
+    backend = open_destination_backend(dest, policy, download_limit_kibps)
     try:
         repo = Repository.open(backend, dest.password)
     except RepositoryNotFound:

@@ -1,5 +1,6 @@
 """Enrollment (seed tray flow without the tray): by an enrollment token or a user's email and
-password; the server certificate is pinned on first contact (https), and the config written
+password; the server certificate is pinned on first contact (https; or only the certificate
+whose fingerprint the operator gives), and the config written
 with the agent's id and token (mode 0600)."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def enroll(
     token: str | None = None,
     email: str | None = None,
     password: str | None = None,
+    expected_fingerprint: str | None = None,
 ) -> AgentConfig:
     """Enroll with the server and return the config to save (the caller saves it)."""
     scheme, host, port = tls.server_address(server_url)
@@ -32,9 +34,9 @@ def enroll(
         server_cert_sha256="",
     )
     if scheme == "https":
-        pem = tls.fetch_certificate(host, port)
-        fresh.server_cert_pem = pem
-        fresh.server_cert_sha256 = tls.fingerprint(pem)
+        fresh.server_cert_pem, fresh.server_cert_sha256 = tls.first_contact(
+            host, port, expected_fingerprint
+        )
     credentials = (
         {"enrollment_token": token} if token else {"email": email or "", "password": password or ""}
     )

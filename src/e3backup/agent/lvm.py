@@ -8,6 +8,7 @@ when the engine process dies.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_SUFFIX = "-e3backup-snap"
 MIN_SNAPSHOT_BYTES = 64 * 1024 * 1024
 SNAPSHOT_SHARE = 0.10  # copy-on-write space reserved: a tenth of the origin
+LVS_FIELDS = "vg_name,lv_name,lv_size"
 
 
 @dataclass(frozen=True)
@@ -39,40 +41,37 @@ class LogicalVolume:
         return Path("/dev") / self.vg / self.snapshot_name
 
 
+def lvs_args(target: str) -> list[str]:
+    return ["--reportformat", "json", "-o", LVS_FIELDS, "--units", "b", "--nosuffix", target]
+
+
 def parse_lvs(output: str) -> LogicalVolume | None:
-    """`lvs --noheadings --separator | -o vg_name,lv_name,lv_size --units b --nosuffix`."""
-    for line in output.splitlines():
-        fields = [f.strip() for f in line.strip().split("|")]
-        if len(fields) == 3 and fields[0] and fields[1] and fields[2].isdigit():
-            return LogicalVolume(fields[0], fields[1], int(fields[2]))
+    """The first logical volume in `lvs --reportformat json` output (see `lvs_args`)."""
+    try:
+        rows = json.loads(output)["report"][0]["lv"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    for row in rows if isinstance(rows, list) else []:
+        vg, lv, size = row.get("vg_name"), row.get("lv_name"), str(row.get("lv_size") or "")
+        if vg and lv and size.isdigit():
+            return LogicalVolume(str(vg), str(lv), int(size))
     return None
 
 
-def find_logical_volume(path: Path) -> LogicalVolume | None:
-    """The LV behind `path`, or None (not a block device, no LVM tools, not an LV)."""
-    if not path.is_block_device():
-        return None
+def query_lv(target: str) -> LogicalVolume | None:
+    """The LV named by `target` (`VG/LV` or its device path), or None (no LVM tools, no LV)."""
     lvs = Command("lvs")
     if not lvs.available():
         return None
     try:
-        result = lvs.run(
-            [
-                "--noheadings",
-                "--separator",
-                "|",
-                "-o",
-                "vg_name,lv_name,lv_size",
-                "--units",
-                "b",
-                "--nosuffix",
-                str(path),
-            ],
-            timeout_s=60,
-        )
+        return parse_lvs(lvs.run(lvs_args(target), timeout_s=60).stdout)
     except CommandFailed:
         return None
-    return parse_lvs(result.stdout)
+
+
+def find_logical_volume(path: Path) -> LogicalVolume | None:
+    """The LV behind the block device `path`, or None."""
+    return query_lv(str(path)) if path.is_block_device() else None
 
 
 def snapshot_size_bytes(lv: LogicalVolume) -> int:

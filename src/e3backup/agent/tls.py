@@ -42,8 +42,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class CertificateUnavailable(UsageError):
+    """The server could not be reached for its certificate."""
+
+
 def fingerprint(pem: str) -> str:
     return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+def normalize_fingerprint(text: str) -> str:
+    """A SHA-256 fingerprint as given by a person: colons, spaces and case ignored."""
+    value = "".join(text.split()).replace(":", "").lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise UsageError(f"--fingerprint must be a SHA-256 (64 hex digits), not {text!r}")
+    return value
 
 
 def fetch_certificate(host: str, port: int, timeout_s: float = 10.0) -> str:
@@ -51,7 +63,22 @@ def fetch_certificate(host: str, port: int, timeout_s: float = 10.0) -> str:
     try:
         return ssl.get_server_certificate((host, port), timeout=timeout_s)
     except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot fetch the TLS certificate of {host}:{port}: {exc}") from None
+        raise CertificateUnavailable(
+            f"cannot fetch the TLS certificate of {host}:{port}: {exc}"
+        ) from None
+
+
+def first_contact(host: str, port: int, expected: str | None = None) -> tuple[str, str]:
+    """(PEM, SHA-256) of the certificate to pin: whatever the server presents on first contact,
+    or, with `expected` (a fingerprint obtained out of band), only that certificate."""
+    pem = fetch_certificate(host, port)
+    actual = fingerprint(pem)
+    if expected is not None and normalize_fingerprint(expected) != actual:
+        raise UsageError(
+            f"{host}:{port} presents a certificate with SHA-256 {actual}, not the expected "
+            f"{normalize_fingerprint(expected)}: refusing to connect"
+        )
+    return pem, actual
 
 
 def pinned_context(pem: str, expected_sha256: str) -> ssl.SSLContext:

@@ -1,4 +1,4 @@
-"""`e3backup agent enroll | run | status`."""
+"""`e3backup agent enroll | run | status | recover`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from e3backup.agent.config import AgentConfig, load_config, save_config
+from e3backup.cli.agent_recover_cmd import recover
 from e3backup.cli.output import console, print_json
 from e3backup.cli.server_opts import apply_server_conventions
 from e3backup.core.errors import UsageError
@@ -29,6 +30,14 @@ ConfigOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+FingerprintOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fingerprint",
+        help="The server certificate's SHA-256 (from the server admin): trust only it, instead "
+        "of whatever the server presents on first contact.",
+    ),
+]
 
 
 def _password(password_file: Path | None) -> str:
@@ -54,17 +63,26 @@ def enroll(
     password_file: Annotated[
         Path | None, typer.Option("--password-file", help="The user's password, from a file.")
     ] = None,
+    fingerprint: FingerprintOpt = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Enroll this host; with https the server certificate is pinned on first contact."""
+    """Enroll this host; with https the server certificate is pinned on first contact (or
+    only the certificate with --fingerprint)."""
     from e3backup.agent.enrollment import enroll as do_enroll
 
     if (token is None) == (email is None):
         raise UsageError("give exactly one of --token or --email")
     current = load_config(config)
     password = _password(password_file) if email else None
-    enrolled = do_enroll(current, server, token=token, email=email, password=password)
+    enrolled = do_enroll(
+        current,
+        server,
+        token=token,
+        email=email,
+        password=password,
+        expected_fingerprint=fingerprint,
+    )
     save_config(enrolled)
     doc = {
         "agent_id": enrolled.agent_id,
@@ -136,4 +154,5 @@ def _enrolled(path: Path | None) -> AgentConfig:
     return config
 
 
+app.command("recover")(recover)
 apply_server_conventions(app)  # readable metavars, help text never read as markup

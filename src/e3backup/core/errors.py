@@ -20,6 +20,12 @@ class UsageError(E3Error):
     exit_code = 2
 
 
+class TargetTooSmall(UsageError):
+    """The restore target (a block device) is smaller than the disk to restore."""
+
+    exit_code = 43
+
+
 class CancelledError(E3Error):
     """The operation was cancelled on request; the repository is left consistent."""
 

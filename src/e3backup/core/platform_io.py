@@ -10,9 +10,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Protocol
+
+from e3backup.core.errors import UsageError
 
 
 class HasFileno(Protocol):
@@ -140,6 +143,23 @@ def open_for_write(path: str | os.PathLike[str], create: bool) -> int:
     if create:
         flags |= os.O_CREAT | os.O_EXCL
     return os.open(path, flags, 0o600)
+
+
+def open_device_for_write(path: str | os.PathLike[str]) -> int:
+    """Open a block device to restore onto it, refusing one in use: on Linux O_EXCL without
+    O_CREAT opens a block device exclusively, and fails with EBUSY while it is mounted, part of
+    an active RAID/LVM/swap, or held exclusively by another program."""
+    flags = os.O_WRONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if sys.platform.startswith("linux"):
+        flags |= os.O_EXCL
+    try:
+        return os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise UsageError(
+                f"{path} is in use (mounted, or held by another program): unmount it first"
+            ) from None
+        raise
 
 
 def pwrite(fd: int, data: bytes | memoryview, offset: int) -> None:

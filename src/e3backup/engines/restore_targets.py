@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from e3backup.core import platform_io
-from e3backup.core.errors import UsageError
+from e3backup.core.errors import TargetTooSmall, UsageError
 from e3backup.exec.command import Command
 from e3backup.sources.vhdx import VhdxWriter
 
@@ -115,15 +115,19 @@ class SparseFileTarget:
 
 
 class BlockDeviceTarget:
-    """An existing block device at least as large as the disk; zeros are written too."""
+    """An existing block device at least as large as the disk, not in use (not mounted, not
+    held by another program); zeros are written too."""
 
     writes_zeros = True
 
     def __init__(self, device: Path, size_bytes: int) -> None:
-        self._fd = platform_io.open_for_write(device, create=False)
-        if platform_io.block_device_size(self._fd) < size_bytes:
+        self._fd = platform_io.open_device_for_write(device)
+        have = platform_io.block_device_size(self._fd)
+        if have < size_bytes:
             os.close(self._fd)
-            raise UsageError(f"{device} is smaller than the disk ({size_bytes} bytes)")
+            raise TargetTooSmall(
+                f"{device} is smaller than the disk: {have} bytes, the disk needs {size_bytes}"
+            )
         self._writeback = _Writeback(self._fd)
 
     def write(self, offset: int, data: bytes) -> None:

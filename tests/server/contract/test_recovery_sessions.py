@@ -11,6 +11,9 @@ from typing import Any
 import httpx
 import pytest
 from contract_world import (
+    ACCESS_KEY,
+    REPO_PASSWORD,
+    SECRET_KEY,
     Tenant,
     backed_up_point,
     make_tenant,
@@ -159,3 +162,46 @@ def test_expiry_slides_only_within_the_last_30_minutes(make_server) -> None:
         expired = _recovery(acme, token, method, route, body)
         assert expired.status_code == 401, (route, expired.text)
         assert "expired" in expired.json()["detail"]
+
+
+@SQLITE_ONLY
+def test_bare_metal_recovery_gets_the_repository_and_takes_the_run_over(make_server) -> None:
+    """restore_context gives the point and the job's repository with its secrets (to the
+    session only); the first update takes the run over from its agent, whose waiting command is
+    withdrawn; a run whose command the agent already received is refused."""
+    server = make_server()
+    acme = make_tenant(server, "acme")
+    agent = acme.enroll()
+    point_id = backed_up_point(acme, agent)
+    run_a = start_restore(acme, point_id)["restore_run_id"]
+    token = _session(acme, run_a)["session_token"]
+
+    context = _recovery(acme, token, "POST", "/restore_context", {})
+    assert context.status_code == 200, context.text
+    doc = context.json()
+    assert (doc["run_id"], doc["backup_point_id"], doc["status"]) == (run_a, point_id, "queued")
+    assert doc["snapshot_id"].startswith("snap-")
+    job = doc["job"]
+    assert (job["repository_password"], job["dest_bucket"]) == (REPO_PASSWORD, "backups")
+    assert (job["dest_access_key"], job["dest_secret_key"]) == (ACCESS_KEY, SECRET_KEY)
+    other = _recovery(acme, token, "POST", "/restore_context", {"run_id": run_a + 1000})
+    assert other.status_code == 404
+    assert _recovery(acme, "e3r_guessed", "POST", "/restore_context", {}).status_code == 401
+
+    taken = _recovery(acme, token, "POST", "/update_run", {"run_id": run_a, "status": "running"})
+    assert taken.status_code == 200 and taken.json()["applied"], taken.text
+    assert agent.post("poll_commands", {}).json()["commands"] == [], "withdrawn from the agent"
+    assert acme.api("GET", f"/runs/{run_a}").json()["status"] == "running"
+
+    run_b = start_restore(acme, point_id)["restore_run_id"]
+    token_b = _session(acme, run_b)["session_token"]
+    delivered = agent.post("poll_commands", {}).json()["commands"]
+    assert [c["run_id"] for c in delivered] == [run_b]
+    refused = _recovery(acme, token_b, "POST", "/update_run", {"run_id": run_b, "progress_pct": 1})
+    assert refused.status_code == 409 and "being restored by agent" in refused.json()["detail"]
+
+    assert acme.api("POST", f"/runs/{run_a}/cancel").status_code == 200
+    done = {"run_id": run_a, "status": "cancelled"}
+    assert _recovery(acme, token, "POST", "/update_run", done).json()["status"] == "cancelled"
+    ended = _recovery(acme, token, "POST", "/restore_context", {})
+    assert ended.status_code == 409 and "already ended as cancelled" in ended.json()["detail"]

@@ -67,6 +67,7 @@ ROUTES: dict[tuple[str, str], tuple[dict[str, Any] | None, set[int]]] = {
         DENIED,
     ),
     ("POST", "/api/recovery/refresh_session"): ({"run_id": "{run_id}"}, DENIED),
+    ("POST", "/api/recovery/restore_context"): ({"run_id": "{run_id}"}, DENIED),
     ("POST", "/api/agent/next_run"): (None, {204}),
     ("POST", "/api/agent/update_run"): ({"run_id": "{run_id}", "progress_pct": 1}, DENIED),
     ("POST", "/api/agent/push_events"): (

@@ -2,7 +2,11 @@
 token bound to one restore run; `/api/recovery/*` (seed cloudbackup_recovery_*: run status,
 events, poll_cancel, cancel, update_run, push_events, refresh_session) accept only that token,
 as `Authorization: Bearer <token>`, and only for its run. Every call is activity that slides
-the session's expiry (see services/recovery.py)."""
+the session's expiry (see services/recovery.py).
+
+Bare-metal recovery adds `restore_context` (the point and the job's repository, secrets
+included, for `e3backup agent recover`); its first update_run takes the run over from the agent
+whose restore command is still waiting."""
 
 from __future__ import annotations
 
@@ -16,9 +20,11 @@ from e3backup.server.deps import Ctx, CurrentActor, Db, client_ip
 from e3backup.server.schemas.common import CursorQuery, IdPath
 from e3backup.server.schemas.recovery import (
     RecoveryCancelState,
+    RecoveryRestoreContext,
     RecoveryRunRef,
     RecoveryRunStatus,
     RecoverySessionOut,
+    RecoverySessionRef,
     RecoverySessionState,
 )
 from e3backup.server.schemas.runs import (
@@ -43,7 +49,7 @@ def create_recovery_session(run_id: IdPath, actor: CurrentActor, db: Db) -> Reco
     )
 
 
-def _session(request: Request, ctx: Ctx, db: Session, run_id: int) -> RecoverySession:
+def _session(request: Request, ctx: Ctx, db: Session, run_id: int | None) -> RecoverySession:
     key = f"ip:{client_ip(request)}"
     ctx.limiter.check(key)
     try:
@@ -107,6 +113,7 @@ def update_run(body: RunUpdate, request: Request, ctx: Ctx, db: Db) -> RunUpdate
     """The recovery environment reports progress on its restore run (seed RunUpdate names)."""
     session = _session(request, ctx, db, body.run_id)
     run = recovery.session_run(db, session)
+    recovery.take_over(db, session, run)
     return runs.apply_update(db, recovery.run_agent(db, run), body)
 
 
@@ -125,3 +132,13 @@ def refresh_session(
     """Seed cloudbackup_recovery_refresh_session: the (possibly slid) expiry."""
     session = _session(request, ctx, db, body.run_id)
     return RecoverySessionState(run_id=session.run_id, session_expires_at=session.expires_at)
+
+
+@router.post("/api/recovery/restore_context", response_model=RecoveryRestoreContext)
+def restore_context(
+    body: RecoverySessionRef, request: Request, ctx: Ctx, db: Db
+) -> RecoveryRestoreContext:
+    """For `e3backup agent recover`: the run's backup point and repository (with its secrets:
+    never logged). 409 when the run already ended."""
+    session = _session(request, ctx, db, body.run_id)
+    return RecoveryRestoreContext.model_validate(recovery.restore_context(db, ctx.box, session))

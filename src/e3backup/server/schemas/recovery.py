@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -34,3 +35,25 @@ class RecoveryRunStatus(RecoverySessionState):
 class RecoveryCancelState(RecoverySessionState):
     status: str
     cancel_requested: bool
+
+
+class RecoverySessionRef(WriteModel):
+    """A run id is optional: the session is bound to one run (a rescue environment given only
+    the token learns its run from the answer)."""
+
+    run_id: Id | None = None
+
+
+class RecoveryRestoreContext(RecoverySessionState):
+    """Everything `e3backup agent recover` needs; `job` carries the repository's secrets."""
+
+    status: str
+    cancel_requested: bool
+    backup_point_id: Id
+    snapshot_id: str
+    backup_type: str
+    source: str
+    disk_filter: list[str]
+    disk_manifests: dict[str, Any]
+    format: str
+    job: dict[str, Any]
