@@ -75,7 +75,11 @@ def live_state(
     new_events = events.list_events(page.db, run.id, after_event_id, EVENTS_PER_POLL)
     doc = _progress(run)
     doc["items"] = [
-        {**item.as_dict(), "state_class": status_class(item.state), "state_label": status_label(item.state)}
+        {
+            **item.as_dict(),
+            "state_class": status_class(item.state),
+            "state_label": status_label(item.state),
+        }
         for item in run_view.item_states(page.db, run)
     ]
     doc["events"] = [

@@ -50,9 +50,13 @@ def _disks(page: View, point: BackupPoint) -> list[dict[str, Any]]:
     ]
 
 
-def _choose_step(page: View, vm_id: int | None, job_id: int | None, type_: str, offset: int) -> Response:
+def _choose_step(
+    page: View, vm_id: int | None, job_id: int | None, type_: str, offset: int
+) -> Response:
     if vm_id is None and job_id is None:
-        raise Invalid("vm_id is required: open the wizard from a VM or a job's backup points", "vm_id")
+        raise Invalid(
+            "vm_id is required: open the wizard from a VM or a job's backup points", "vm_id"
+        )
     vm = vms.get_vm(page.db, page.actor, vm_id) if vm_id is not None else None
     rows, total = backup_points.list_points(
         page.db,
@@ -78,9 +82,7 @@ def _choose_step(page: View, vm_id: int | None, job_id: int | None, type_: str, 
     )
 
 
-def _configure_step(
-    page: View, point: BackupPoint, step: int, values: dict[str, Any]
-) -> Response:
+def _configure_step(page: View, point: BackupPoint, step: int, values: dict[str, Any]) -> Response:
     errors: dict[str, str] = values.pop("errors", {})
     if errors:
         step = 2
@@ -148,12 +150,17 @@ def start(
     disk: Annotated[list[str] | None, Form()] = None,
     format: Annotated[str, Form(max_length=10)] = "raw",
 ) -> Response:
-    values = {"target_path": target_path, "disks": disk or [], "format": format}
+    values: dict[str, Any] = {"target_path": target_path, "disks": disk or [], "format": format}
     try:
         if format not in FORMATS:
             raise Invalid(f"format: one of {', '.join(FORMATS)}", "format")
-        request = RestoreRequest(
-            backup_point_id=point_id, target_path=target_path, disk_filter=disk or [], format=format
+        request = RestoreRequest.model_validate(
+            {
+                "backup_point_id": point_id,
+                "target_path": target_path,
+                "disk_filter": disk or [],
+                "format": format,
+            }
         )
         started = restores.start_restore(page.db, page.ctx.box, page.actor, request)
     except (Invalid, NotFound) as exc:

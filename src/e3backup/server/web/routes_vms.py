@@ -60,7 +60,9 @@ def vms_page(page: PageView, agent_id: IdQuery = None) -> Response:
     )
 
 
-def _points_page(page: View, heading: dict[str, Any], kind: str, offset: int, **where: Any) -> Any:
+def _points_page(
+    page: View, heading: dict[str, Any], kind: str, offset: int, **where: Any
+) -> Response:
     rows, total = backup_points.list_points(
         page.db, page.actor, limit=PAGE_SIZE, offset=offset, **where
     )
@@ -73,7 +75,7 @@ def _points_page(page: View, heading: dict[str, Any], kind: str, offset: int, **
         page_size=PAGE_SIZE,
         types=BACKUP_TYPES,
         kind=kind,
-        **{"type": where.get("backup_type") or ""},
+        type=str(where.get("backup_type") or ""),
     )
 
 
@@ -81,7 +83,7 @@ def _points_page(page: View, heading: dict[str, Any], kind: str, offset: int, **
 def vm_points(vm_id: IdPath, page: PageView, type: TypeQuery = "", offset: Offset = 0) -> Response:
     """Seed 001 backup points of a VM, with its disks."""
     vm = vms.get_vm(page.db, page.actor, vm_id)
-    heading = {
+    heading: dict[str, Any] = {
         "title": vm.name,
         "subtitle": f"{vm.hypervisor} VM on {agent_names(page).get(vm.agent_id, 'an agent')}",
         "path": f"/vms/{vm.id}",
@@ -98,7 +100,7 @@ def job_points(
 ) -> Response:
     """The backup points of one job (any engine), or of every job the actor sees."""
     job = jobs.get_job(page.db, page.actor, job_id) if job_id is not None else None
-    heading = {
+    heading: dict[str, Any] = {
         "title": f"Backup points of {job.name}" if job else "All backup points",
         "subtitle": f"{job.engine.replace('_', ' ')} job" if job else "every job and engine",
         "path": "/backup-points",

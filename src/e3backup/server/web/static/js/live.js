@@ -116,7 +116,8 @@
       window.e3.formatAll(li);
     });
     if (lastEventId) $("events-none").hidden = true;
-    if (events.length) log.scrollTop = log.scrollHeight;
+    var box = log.parentElement;
+    if (events.length) box.scrollTop = box.scrollHeight;
   }
 
   function stop() {
