@@ -31,7 +31,9 @@ def test_live_page_follows_a_vm_backup_to_success(page_as, web, check_page) -> N
     polls = _requests_to(page, f"/runs/{run.run_id}{LIVE_JSON}")
     page.goto(f"/runs/{run.run_id}/live")
     assert page.locator("#live-status").inner_text() == "queued"
-    assert page.locator("#run-items tr", has_text="alpha").locator(".badge").inner_text() == "queued"
+    assert (
+        page.locator("#run-items tr", has_text="alpha").locator(".badge").inner_text() == "queued"
+    )
 
     run.claim()
     run.update(status="running", progress_pct=12.5, bytes_processed=2**30, bytes_total=8 * 2**30)
@@ -68,7 +70,9 @@ def test_live_page_follows_a_vm_backup_to_success(page_as, web, check_page) -> N
     check_page(page, "live-running")
 
     run.events(("e5", "HYPERV_BACKUP_COMPLETE", {"message": "2 of 2 VMs backed up"}))
-    run.update(status="success", progress_pct=100, vm_results=[vm_result("alpha"), vm_result("beta")])
+    run.update(
+        status="success", progress_pct=100, vm_results=[vm_result("alpha"), vm_result("beta")]
+    )
     page.locator("#live[data-polling='stopped']").wait_for()
     assert page.locator("#live-status").inner_text() == "success"
     assert "badge-success" in page.locator("#live-status").get_attribute("class")

@@ -84,13 +84,13 @@ def _choose_step(
 
 def _configure_step(page: View, point: BackupPoint, step: int, values: dict[str, Any]) -> Response:
     errors: dict[str, str] = values.pop("errors", {})
-    if errors:
-        step = 2
     disks = _disks(page, point)
     if step == 3 and disks and not values.get("disks"):
-        errors["disk_filter"], step = "No disks selected: choose at least one disk.", 2
+        errors["disk_filter"] = "No disks selected: choose at least one disk."
     if step == 3 and not values.get("target_path", "").strip():
-        errors["target_path"], step = "target_path is required: where the agent writes.", 2
+        errors["target_path"] = "target_path is required: where the agent writes."
+    if errors:
+        step = 2
     everything = [] if "disk_filter" in errors else [d["key"] for d in disks]
     chosen = values.get("disks") or everything
     fields = {"point_id": point.id, "target_path": values.get("target_path", "")}
