@@ -9,6 +9,8 @@ from agent_sim import create_job, start_run, vm_result
 
 LIVE_JSON = "/live.json"
 POLL_MS = 2000  # routes_live.LIVE_POLL_MS
+CHECKPOINT = "HYPERV_CHECKPOINT_CREATED"
+APP = {"vm_name": "alpha", "consistency_level": "Application"}
 
 
 def _requests_to(page, fragment: str) -> list[str]:
@@ -37,10 +39,7 @@ def test_live_page_follows_a_vm_backup_to_success(page_as, web, check_page) -> N
 
     run.claim()
     run.update(status="running", progress_pct=12.5, bytes_processed=2**30, bytes_total=8 * 2**30)
-    run.events(
-        ("e1", "HYPERV_VM_STARTING", {"vm_name": "alpha"}),
-        ("e2", "HYPERV_CHECKPOINT_CREATED", {"vm_name": "alpha", "consistency_level": "Application"}),
-    )  # fmt: skip
+    run.events(("e1", "HYPERV_VM_STARTING", {"vm_name": "alpha"}), ("e2", CHECKPOINT, APP))
     page.locator("#progress-text", has_text="12.5 %").wait_for()
     assert page.locator("#live-status").inner_text() == "running"
     assert page.locator("#progress-bar").get_attribute("aria-valuenow") == "12.5"
@@ -56,10 +55,10 @@ def test_live_page_follows_a_vm_backup_to_success(page_as, web, check_page) -> N
         current_item="beta-root.qcow2",
     )
     again = run.events(  # e2 again: an agent retrying a push; stored and shown once
-        ("e2", "HYPERV_CHECKPOINT_CREATED", {"vm_name": "alpha", "consistency_level": "Application"}),
-        ("e3", "HYPERV_VM_COMPLETE", {"vm_name": "alpha", "backup_type": "Full", "consistency_level": "Application"}),
+        ("e2", CHECKPOINT, APP),
+        ("e3", "HYPERV_VM_COMPLETE", {**APP, "backup_type": "Full"}),
         ("e4", "HYPERV_VM_STARTING", {"vm_name": "beta"}),
-    )  # fmt: skip
+    )
     assert again == {"accepted": 2, "duplicates": 1}
     page.locator("#stat-current", has_text="beta-root.qcow2").wait_for()
     assert page.locator("#stat-uploaded").inner_text() == "1.00 GiB"
