@@ -224,3 +224,20 @@ def latest_points_by_source(db: Session, job_id: int) -> dict[str, BackupPoint]:
     )
     rows = db.scalars(select(BackupPoint).where(BackupPoint.id.in_(newest)))
     return {p.source_key: p for p in rows}
+
+
+def latest_per_source(db: Session, actor: Actor, limit: int = 500) -> list[BackupPoint]:
+    """The newest point of each (job, source) the actor sees, newest first: a VM's last backup
+    and its consistency, a disk or folder source's last point."""
+    newest = (
+        select(func.max(BackupPoint.id))
+        .where(BackupPoint.tenant_id.in_(actor.tenant_ids))
+        .group_by(BackupPoint.job_id, BackupPoint.source_key)
+    )
+    query = (
+        select(BackupPoint)
+        .where(BackupPoint.id.in_(newest))
+        .order_by(BackupPoint.id.desc())
+        .limit(limit)
+    )
+    return list(db.scalars(query))

@@ -1,5 +1,5 @@
 // e3backup UI helpers (no build step). Loaded on every page by base.html.
-//  - <time datetime="ISO" data-format="datetime|date|relative">: the browser's time zone
+//  - <time datetime="ISO" data-format="datetime|date|time|relative">: the browser's time zone
 //  - <span data-bytes="N">: human size (KiB, MiB... binary units)
 //  - <span data-seconds="N">: human duration
 //  - <form data-confirm="message" [data-confirm-label="Delete"]>: the accessible <dialog>
@@ -59,6 +59,7 @@
     el.title = date.toLocaleString(undefined, { dateStyle: "full", timeStyle: "long" });
     if (mode === "relative") el.textContent = humanRelative(date);
     else if (mode === "date") el.textContent = date.toLocaleDateString();
+    else if (mode === "time") el.textContent = date.toLocaleTimeString();
     else el.textContent = date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
   }
 
