@@ -13,6 +13,7 @@ job="${1:-demo}"
 APT_PACKAGES=(
     ca-certificates qemu-utils qemu-system-x86 qemu-system-common qemu-guest-agent
     busybox-static linux-image-cloud-amd64 e2fsprogs cpio postgresql
+    ntfs-3g gdisk fdisk  # Windows disk-image tests: mkntfs, ntfs-3g, ntfscat; sgdisk; sfdisk
 )
 # Debian's own python3 needs python3-venv for `python3 -m venv`; other Pythons bring it.
 python3 -c "import ensurepip" 2>/dev/null || APT_PACKAGES+=(python3-venv)

@@ -93,9 +93,13 @@ def test_failed_delete_is_logged_and_the_runs_own_error_survives(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     transport = replay("delete-fails")
-    with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError, match="read error"):
-        with Vss(PowerShell(transport)).shadow("C:\\"):
-            raise RuntimeError("read error")
+    vss = Vss(PowerShell(transport))
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(RuntimeError, match="read error"),
+        vss.shadow("C:\\"),
+    ):
+        raise RuntimeError("read error")
     assert "could not delete VSS shadow copy" in caplog.text and "Generic failure" in caplog.text
 
 
