@@ -110,10 +110,10 @@ def test_metadata_alone_rebuilds_the_table(tmp_path: Path, make: Any) -> None:
 def test_damaged_primary_gpt_header_uses_the_backup(tmp_path: Path) -> None:
     disk = gpt_disk(tmp_path / "disk.img")
     with open(disk, "r+b") as f:
-        f.seek(SS + 100)
-        f.write(b"\xff" * 4)  # inside the header's CRC-covered bytes? no: past 92; hit a field
-        f.seek(SS + 40)
+        f.seek(SS + 40)  # FirstUsableLBA, inside the header's CRC32
         f.write(b"\x01")
+    verify = subprocess.run(["sgdisk", "-v", str(disk)], capture_output=True, text=True)
+    assert "Main header: ERROR" in verify.stdout + verify.stderr  # sgdisk agrees it is damaged
     assert [p.number for p in layout_of(disk).partitions] == [1, 2, 3]
 
 
