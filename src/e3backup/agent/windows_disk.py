@@ -86,10 +86,10 @@ def open_source(source: str, ctx: RunContext, policy: dict[str, Any]) -> Iterato
         )
     with ExitStack() as stack:
         if volume is not None:
-            vss = Vss(HOOKS.powershell())
-            shadow = stack.enter_context(vss.shadow(volume))
-            cleanup = ctx.register_cleanup(delete_argv(shadow.id))
-            stack.callback(ctx.cleanup_done, cleanup)
+            cleanups: list[str] = []  # marked done only after the shadow copy is deleted
+            stack.callback(_mark_done, ctx, cleanups)
+            shadow = stack.enter_context(Vss(HOOKS.powershell()).shadow(volume))
+            cleanups.append(ctx.register_cleanup(delete_argv(shadow.id)))
             log.info("VSS shadow copy %s of %s: %s", shadow.id, volume, shadow.device)
             device_path = shadow.device
         else:
@@ -111,6 +111,11 @@ def open_source(source: str, ctx: RunContext, policy: dict[str, Any]) -> Iterato
             ctx.emit(
                 "DISK_IMAGE_READ_RECOVERED", "warning", source=source, offset=offset, length=length
             )
+
+
+def _mark_done(ctx: RunContext, cleanups: list[str]) -> None:
+    for cleanup in cleanups:
+        ctx.cleanup_done(cleanup)
 
 
 def _physical_plan(
