@@ -15,6 +15,7 @@ APT_PACKAGES=(
     busybox-static linux-image-cloud-amd64 e2fsprogs cpio postgresql
     chromium  # web UI tests (Playwright drives Debian's browser)
     lvm2      # real volume groups on loop devices (no device-mapper here: no activation)
+    ntfs-3g gdisk fdisk  # NTFS volumes and GPT/MBR disks standing in for Windows sources
 )
 # Debian's own python3 needs python3-venv for `python3 -m venv`; other Pythons bring it.
 python3 -c "import ensurepip" 2>/dev/null || APT_PACKAGES+=(python3-venv)

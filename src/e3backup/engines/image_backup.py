@@ -43,6 +43,7 @@ class ImageBackupOptions:
     changed_extents: list[tuple[int, int]] | None = None
     workers: int | None = None
     verify_sample_chunks: int = DEFAULT_SAMPLE_CHUNKS
+    disk_name: str | None = None  # default: the path's last component
 
 
 def image_source_id(path: Path) -> str:
@@ -63,7 +64,7 @@ def backup_image(
     cancel = cancel or CancelToken()
     source_id = image_source_id(path)
     parent, rejected = choose_parent(repo, source_id)
-    disk_name = Path(path).name
+    disk_name = options.disk_name or Path(path).name
     parent_disk = None
     if parent is not None:
         parent_disk = next((d for d in parent.disks if d.name == disk_name), None)

@@ -1,5 +1,7 @@
 """disk_image runs: an image file or block device (an LVM LV through a snapshot) backed up with
 the image engine (allocated extents only; unchanged chunks deduplicated against the parent).
+On Windows a volume goes through VSS and its NTFS bitmap, a physical disk through its partition
+layout (`agent.windows_disk`).
 
 Events (seed 003): DISK_IMAGE_STREAM_START, DISK_IMAGE_READ_PLAN_FALLBACK,
 DISK_IMAGE_STREAM_COMPLETED, DISK_IMAGE_FAILED. There is no block-level change tracker for
@@ -10,10 +12,12 @@ what changed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from e3backup.agent import lvm
+from e3backup.agent import lvm, windows_disk
 from e3backup.agent.handlers.common import apply_retention, open_job_repository, repository_stats
 from e3backup.agent.run_context import EngineTask, RunContext
 from e3backup.agent.wire import RunAssignment
@@ -21,6 +25,7 @@ from e3backup.core.errors import CancelledError, E3Error, SourceError, UsageErro
 from e3backup.engines.image_backup import ImageBackupOptions, backup_image, image_source_id
 from e3backup.repo.manifest import Snapshot
 from e3backup.sources.detect import open_disk
+from e3backup.sources.disk_reader import DiskReader
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +40,26 @@ def source_path(job: RunAssignment) -> Path:
 def run(task: EngineTask, ctx: RunContext) -> dict[str, Any]:
     job = RunAssignment.model_validate(task.job)
     path = source_path(job)
+    windows = windows_disk.applies()
+    source = (job.disk_source_volume or job.source_path or "").strip() if windows else str(path)
     try:
-        if not path.exists():
+        if not windows and not path.exists():
             raise SourceError(f"the source {path} does not exist")
         repo, policy = open_job_repository(job, ctx)
-        options = ImageBackupOptions(tags=(f"run:{job.run_id}",), workers=policy.parallelism)
-        with lvm.point_in_time(path, ctx) as read_path, open_disk(read_path) as reader:
-            log.info("backing up %s (%d bytes) from %s", path, reader.size_bytes, read_path)
+        name = windows_disk.disk_name(source) if windows else None
+        options = ImageBackupOptions(
+            tags=(f"run:{job.run_id}",), workers=policy.parallelism, disk_name=name
+        )
+        with _open_source(path, source, job, ctx, windows) as reader:
+            log.info("backing up %s (%d bytes)", source, reader.size_bytes)
             ctx.emit(
-                "DISK_IMAGE_STREAM_START", "info", source=str(path), bytes_total=reader.size_bytes
+                "DISK_IMAGE_STREAM_START", "info", source=source, bytes_total=reader.size_bytes
             )
             snapshot = backup_image(repo, path, reader, options, ctx.progress, ctx.cancel)
     except CancelledError:
         raise
     except E3Error as exc:
-        ctx.emit("DISK_IMAGE_FAILED", "error", source=str(path), error=str(exc))
+        ctx.emit("DISK_IMAGE_FAILED", "error", source=source, error=str(exc))
         raise
     disk = snapshot.disks[0]
     log.info(
@@ -59,11 +69,23 @@ def run(task: EngineTask, ctx: RunContext) -> dict[str, Any]:
         disk.bytes_read,
         disk.bytes_uploaded,
     )
-    ctx.emit(
-        "DISK_IMAGE_STREAM_COMPLETED", "info", source=str(path), bytes_processed=disk.size_bytes
-    )
+    ctx.emit("DISK_IMAGE_STREAM_COMPLETED", "info", source=source, bytes_processed=disk.size_bytes)
     apply_retention(repo, job.retention_json, image_source_id(path), ctx)
-    return _result(snapshot, str(path), repository_stats(repo))
+    return _result(snapshot, source, repository_stats(repo))
+
+
+@contextmanager
+def _open_source(
+    path: Path, source: str, job: RunAssignment, ctx: RunContext, windows: bool
+) -> Iterator[DiskReader]:
+    """Windows: VSS/physical disk with a read plan; elsewhere an LVM snapshot or the path."""
+    if windows:
+        with windows_disk.open_source(source, ctx, job.policy_json) as reader:
+            yield reader
+        return
+    with lvm.point_in_time(path, ctx) as read_path, open_disk(read_path) as reader:
+        log.info("reading %s from %s", path, read_path)
+        yield reader
 
 
 def _result(snapshot: Snapshot, source: str, stats: dict[str, Any]) -> dict[str, Any]:
