@@ -77,6 +77,13 @@ def test_repository_page_runs_check_and_full_maintenance(page_as, web, check_pag
     card.get_by_role("button", name="Run check").click()
     expect(card.locator(".repo-status")).to_contain_text("waiting for the agent")
     expect(card.get_by_role("button", name="Run check")).to_be_disabled()
+    key = card.get_attribute("id").removeprefix("repo-")
+    again = page.request.post(
+        f"/repositories/{key}/maintenance",
+        form={"kind": "full"},
+        headers={"X-CSRF-Token": csrf(page)},
+    )
+    assert again.status == 409 and "wait for it to finish" in again.text()  # one open at a time
     command_id = delivered(agent, job["id"], "maintenance_quick")
     expect(card.locator(".repo-status")).to_contain_text("the agent is running it")
     done = {"command_id": command_id, "status": "completed", "result": check_result("quick", 3)}
