@@ -51,6 +51,8 @@ def test_browse_and_maintenance_commands(tmp_path: Path) -> None:
                 done = dep.wait_command(command["id"])
                 assert done["status"] == "completed", done
                 assert done["result"]["check_ok"] and done["result"]["mode"] == kind
+                (source,) = done["result"]["repository_stats"]["sources"]  # the Repositories page
+                assert (source["source_name"], source["snapshots"]) == (str(image), 1), source
 
 
 def test_cancel_a_kvm_backup_leaves_the_guest_thawed_and_no_export(

@@ -10,7 +10,10 @@ from e3backup.agent.policy import RunPolicy, parse_policy
 from e3backup.agent.run_context import RunContext
 from e3backup.agent.wire import JobContext
 from e3backup.repo import formats
+from e3backup.repo.manifest import Snapshot
 from e3backup.repo.repository import Repository
+
+MAX_SOURCES_REPORTED = 50
 
 
 def open_job_repository(
@@ -23,7 +26,8 @@ def open_job_repository(
 
 
 def repository_stats(repo: Repository) -> dict[str, Any]:
-    """Size on storage, snapshot count and dedup ratio for the run's results."""
+    """Size on storage, snapshot count, dedup ratio and snapshots per source for the run's
+    results (the server shows them; it never opens a repository)."""
     snapshots = repo.list_snapshots()
     stored = sum(info.size_bytes for info in repo.backend.list(formats.PACKS_PREFIX))
     logical = sum(d.size_bytes for s in snapshots for d in s.disks)
@@ -32,7 +36,30 @@ def repository_stats(repo: Repository) -> dict[str, Any]:
         "snapshot_count": len(snapshots),
         "logical_bytes": logical,
         "dedup_ratio": round(logical / stored, 3) if stored else None,
+        "sources": _per_source(snapshots),
     }
+
+
+def _per_source(snapshots: list[Snapshot]) -> list[dict[str, Any]]:
+    """Snapshot count, newest time and the newest snapshot's size per source (at most
+    MAX_SOURCES_REPORTED, most recently backed up first)."""
+    groups: dict[str, list[Snapshot]] = {}
+    for snap in snapshots:
+        groups.setdefault(snap.source_id, []).append(snap)
+    rows = []
+    for source_id, group in groups.items():
+        newest = max(group, key=lambda s: s.time)
+        rows.append(
+            {
+                "source_id": source_id,
+                "source_name": newest.source_name or source_id,
+                "snapshots": len(group),
+                "newest_at": newest.time,
+                "logical_bytes": sum(d.size_bytes for d in newest.disks),
+            }
+        )
+    rows.sort(key=lambda r: str(r["newest_at"]), reverse=True)
+    return rows[:MAX_SOURCES_REPORTED]
 
 
 def apply_retention(

@@ -27,8 +27,7 @@ from e3backup.server.schemas.commands import (
     TestDestinationRequest,
 )
 from e3backup.server.schemas.common import IdPath, OffsetQuery, Page
-from e3backup.server.services import agents, audit, commands, remote_commands, vms
-from e3backup.server.services.errors import NotFound
+from e3backup.server.services import agents, audit, commands, remote_commands, repositories, vms
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
 BROWSE_POLL_S = 0.25
@@ -167,7 +166,4 @@ def nas_unmount(
 
 @router.get("/commands/{command_id}", response_model=CommandOut)
 def get_command(command_id: IdPath, actor: CurrentActor, db: Db) -> CommandOut:
-    command = db.get(Command, command_id)
-    if command is None or not actor.sees(command.tenant_id):
-        raise NotFound(f"command {command_id} not found")
-    return CommandOut.model_validate(command)
+    return CommandOut.model_validate(repositories.visible_command(db, actor, command_id))
