@@ -59,8 +59,7 @@ def csrf(page) -> str:
 
 
 def test_repository_page_runs_check_and_full_maintenance(page_as, web, check_page) -> None:
-    web.new_tenant("repo-tenant")
-    agent = web.enroll_new("repo-host", tenant="repo-tenant")
+    agent = web.enroll_new("repo-host", web.new_tenant("repo-tenant"))
     job = web.finished_run(agent, "repo-job", "success", repository_stats=stats(2, 1024))
     page = page_as("operator")
     page.goto("/repositories")
@@ -110,8 +109,8 @@ def test_admin_view_spans_tenants_with_filters_maintenance_and_audit(
 ) -> None:
     first, second, empty = "adm-one", "adm-two", "adm-empty"
     ids = {name: web.new_tenant(name) for name in (first, second, empty)}
-    agent_one = web.enroll_new("adm-host-one", tenant=first)
-    agent_two = web.enroll_new("adm-host-two", tenant=second)
+    agent_one = web.enroll_new("adm-host-one", ids[first])
+    agent_two = web.enroll_new("adm-host-two", ids[second])
     local = web.finished_run(agent_one, "adm-local", "success")
     s3 = web.api(
         "POST",
