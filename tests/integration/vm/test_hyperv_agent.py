@@ -106,7 +106,14 @@ def world(tmp_path: Path) -> Iterator[World]:
     with session_scope(factory) as db:
         _tenant, agent = make_tenant_agent(db)
         repo = str(tmp_path / "repo")
-        job = make_job(db, agent, engine="hyperv", vms_json=["Web & DB 01"], dest_local_path=repo)
+        job = make_job(
+            db,
+            agent,
+            engine="hyperv",
+            vms_json=["Web & DB 01"],
+            dest_local_path=repo,
+            retention_json={"keep_last": 1},
+        )
         w.agent_id, w.job_id = agent.id, job.id
     try:
         yield w
@@ -154,6 +161,8 @@ def test_reinstalled_agent_continues_incrementally_from_the_servers_rct_ids(
     for name in DISKS:
         out = world.tmp / f"restore-{name}.raw"
         assert restored(world.tmp / "repo", r2["snapshot_id"], name, out) == oracle[name]
+    # The job keeps its last backup only: the Full was forgotten after the Incremental.
+    assert [p.name for p in (world.tmp / "repo" / "snapshots").iterdir()] == [r2["snapshot_id"]]
 
 
 def test_wrong_or_foreign_rct_ids_from_the_server_mean_a_full_read_with_the_reason(
