@@ -56,11 +56,26 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from e3backup.server.web import errors, routes_agents, routes_auth, routes_dashboard
+from e3backup.server.web import (
+    errors,
+    routes_agents,
+    routes_auth,
+    routes_dashboard,
+    routes_job_fragments,
+    routes_job_wizard,
+    routes_jobs,
+)
 from e3backup.server.web.nav import remember_pages
 from e3backup.server.web.templating import STATIC_DIR
 
-ROUTERS = (routes_auth.router, routes_dashboard.router, routes_agents.router)
+ROUTERS = (
+    routes_auth.router,
+    routes_dashboard.router,
+    routes_agents.router,
+    routes_jobs.router,
+    routes_job_wizard.router,
+    routes_job_fragments.router,
+)
 
 
 def install(app: FastAPI) -> None:
