@@ -132,7 +132,7 @@ def test_wizard_disk_image_job_with_the_file_browser(page_as, web, check_page, r
     page.get_by_role("heading", name="1. Job and engine").wait_for()
     check_page(page, "job-wizard-1-engine")
     page.get_by_label("Job name").fill("image-from-ui")
-    page.get_by_label("Disk image A whole disk").check()
+    page.get_by_label("Disk image").check()
 
     next_step(page, "2. Agent")
     choice = page.locator(f'label[data-agent-id="{real_agent}"]')
@@ -143,14 +143,14 @@ def test_wizard_disk_image_job_with_the_file_browser(page_as, web, check_page, r
     next_step(page, "3. Source")
     browser = page.locator("#file-browser")
     browser.get_by_role("button", name="/").wait_for()  # the roots the agent answered
-    page.get_by_label("Path on the agent's host").fill(str(host_dir))
+    page.get_by_label("Path to open or add").fill(str(host_dir))
     page.get_by_role("button", name="Open").click()
-    browser.get_by_text("disk.img").wait_for()
+    browser.get_by_text("disk.img", exact=True).wait_for()
     names = browser.locator(".entry-name").all_inner_texts()
     assert names == ["zz-folder", "disk.img"], names  # folders first
     assert "1.00 MiB" in browser.locator('li[data-path$="disk.img"]').inner_text()
     browser.get_by_role("button", name="zz-folder").click()  # lazy: one level per answer
-    browser.get_by_text("inner.txt").wait_for()
+    browser.get_by_text("inner.txt", exact=True).wait_for()
     browser.get_by_role("navigation", name="Folder path").get_by_role("button", name=host_dir.name).click()
     browser.get_by_label("Select disk.img").check()
     assert page.get_by_label("Disk, volume or image file").input_value() == str(host_dir / "disk.img")
@@ -167,7 +167,7 @@ def test_wizard_disk_image_job_with_the_file_browser(page_as, web, check_page, r
     check_page(page, "job-wizard-4-destination")
 
     next_step(page, "5. Schedule")
-    page.get_by_label("Runs").select_option("daily")
+    page.get_by_label("Runs", exact=True).select_option("daily")
     page.get_by_label("At (24-hour time)").fill("02:30")
     preview = page.locator("#preview-times li")
     wait_for(lambda: preview.count() == 5 and "02:30" in preview.all_inner_texts()[0], 15, "the preview")
@@ -247,7 +247,7 @@ def test_wizard_kvm_job_with_the_vm_browser_validation_and_edit(page_as, web, ch
     page.get_by_label("Repository path on the agent's host").fill("/srv/repos/vms")
     page.get_by_label("Repository password").fill("vm-repo-password")
     next_step(page, "5. Schedule")
-    page.get_by_label("Runs").select_option("cron")
+    page.get_by_label("Runs", exact=True).select_option("cron")
     page.get_by_label("Cron expression").fill("every night")
     page.locator("#schedule-preview").get_by_text("five fields").wait_for()  # the preview says so too
     next_step(page, "6. Retention and policy")

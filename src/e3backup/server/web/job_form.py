@@ -90,6 +90,11 @@ def values_from_form(form: Any) -> dict[str, Any]:
     return values
 
 
+def secrets_from_form(form: Any) -> dict[str, str]:
+    """The write-only fields typed in (kept apart: the page never renders them back)."""
+    return {n: str(form.get(n)) for n in SECRETS if form.get(n)}
+
+
 def values_from_job(job: Job) -> dict[str, Any]:
     schedule = dict(job.schedule_json or {"type": "manual"})
     retention = dict(job.retention_json or {})
@@ -199,18 +204,14 @@ def wire_fields(
     return fields
 
 
-def create_spec(values: Mapping[str, Any]) -> JobCreate:
+def create_spec(values: Mapping[str, Any], secrets: Mapping[str, str]) -> JobCreate:
     """Raises pydantic's ValidationError (see `field_error`)."""
-    fields = {k: v for k, v in wire_fields(values).items()}
-    fields.update({k: values[k] for k in SECRETS if values.get(k)})
-    return JobCreate.model_validate(fields)
+    return JobCreate.model_validate({**wire_fields(values), **secrets})
 
 
-def update_spec(values: Mapping[str, Any], job: Job) -> JobUpdate:
+def update_spec(values: Mapping[str, Any], secrets: Mapping[str, str], job: Job) -> JobUpdate:
     """Every wizard field is sent; a secret only when typed (empty: unchanged)."""
-    fields = wire_fields(values, job.policy_json)
-    fields.update({k: values[k] for k in SECRETS if values.get(k)})
-    return JobUpdate.model_validate(fields)
+    return JobUpdate.model_validate({**wire_fields(values, job.policy_json), **secrets})
 
 
 def form_field(location: Sequence[Any]) -> str:

@@ -109,7 +109,7 @@ def test_destination(page: PageView, form: Posted) -> Response:
             message="Choose the agent (step 2) first: it runs the test.",
         )
     fields = {k: v for k, v in job_form.wire_fields(values).items() if k in DESTINATION}
-    fields.update({k: values[k] for k in job_form.SECRETS if values.get(k)})
+    fields.update(job_form.secrets_from_form(form))
     try:
         request = TestDestinationRequest.model_validate(
             {**fields, "job_id": int(job_id) if job_id.isdigit() else None, "wait_s": 0}

@@ -75,7 +75,12 @@ def new_job(page: PageView) -> Response:
 def create_job(page: PageView, form: Posted) -> Response:
     values = job_form.values_from_form(form)
     try:
-        job = jobs.create_job(page.db, page.ctx.box, page.actor, job_form.create_spec(values))
+        job = jobs.create_job(
+            page.db,
+            page.ctx.box,
+            page.actor,
+            job_form.create_spec(values, job_form.secrets_from_form(form)),
+        )
     except ValidationError as exc:
         return _wizard(page, values, None, job_form.validation_error(exc))
     except Invalid as exc:
@@ -95,7 +100,7 @@ def update_job(job_id: IdPath, page: PageView, form: Posted) -> Response:
     job = jobs.get_job(page.db, page.actor, job_id)
     values = job_form.values_from_form(form)
     try:
-        spec = job_form.update_spec(values, job)
+        spec = job_form.update_spec(values, job_form.secrets_from_form(form), job)
         jobs.update_job(page.db, page.ctx.box, page.actor, job_id, spec)
     except ValidationError as exc:
         return _wizard(page, values, job, job_form.validation_error(exc))

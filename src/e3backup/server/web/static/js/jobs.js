@@ -38,7 +38,7 @@ document.addEventListener("alpine:init", function () {
       index: function (name) { return this.steps.indexOf(name); },
       isVm: function () { return this.engine === "kvm" || this.engine === "hyperv"; },
 
-      section: function () { return this.$el.querySelector('[data-step="' + this.step + '"]'); },
+      section: function () { return this.$root.querySelector('[data-step="' + this.step + '"]'); },
 
       stepValid: function () {
         var fields = this.section().querySelectorAll("input, select, textarea");
@@ -119,13 +119,13 @@ document.addEventListener("alpine:init", function () {
 
       // --- review --------------------------------------------------------------------------
       choiceLabel: function (name) {
-        var input = this.$el.querySelector('[name="' + name + '"]:checked');
+        var input = this.$root.querySelector('[name="' + name + '"]:checked');
         var title = input ? input.closest("label").querySelector(".choice-title") : null;
         return title ? title.textContent.trim() : "—";
       },
 
       buildSummary: function () {
-        var data = new FormData(this.$el);
+        var data = new FormData(this.$root);
         var get = function (name) { return (data.get(name) || "").toString().trim(); };
         var secret = function (name) {
           var input = document.getElementById("f-" + name);
