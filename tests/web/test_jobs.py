@@ -12,26 +12,34 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from agent.agent_harness import AgentProcess, agent_id_of, e3backup, wait_for
 
 GIB = 1024**3
-INVENTORY = [
-    {
-        "id": "6f1c0f7e-0000-4000-8000-000000000001", "vm_guid": "6f1c0f7e-0000-4000-8000-000000000001",
-        "vm_name": "web01", "name": "web01", "hypervisor": "kvm", "state": "running",
-        "machine_type": "pc-q35-8.2", "change_tracking": True,
+IMAGES = "/var/lib/libvirt/images"
+
+
+def vm(uuid: str, name: str, state: str, machine: str, disks: dict[str, int]) -> dict[str, Any]:
+    """One VM as the agent's inventory (agent/inventory.py) reports it."""
+    return {
+        "id": uuid, "vm_guid": uuid, "vm_name": name, "name": name, "hypervisor": "kvm",
+        "state": state, "machine_type": machine, "change_tracking": state == "running",
         "disks": [
-            {"name": "vda", "path": "/var/lib/libvirt/images/web01.qcow2", "format": "qcow2", "size_bytes": 20 * GIB},
-            {"name": "vdb", "path": "/var/lib/libvirt/images/web01-data.qcow2", "format": "qcow2", "size_bytes": 100 * GIB},
+            {"name": f"vd{chr(97 + i)}", "path": f"{IMAGES}/{file}", "format": file.rsplit(".")[-1],
+             "size_bytes": size}
+            for i, (file, size) in enumerate(disks.items())
         ],
-    },
-    {
-        "id": "6f1c0f7e-0000-4000-8000-000000000002", "vm_guid": "6f1c0f7e-0000-4000-8000-000000000002",
-        "vm_name": "db01", "name": "db01", "hypervisor": "kvm", "state": "off",
-        "machine_type": "pc-i440fx-8.2", "change_tracking": False,
-        "disks": [{"name": "vda", "path": "/var/lib/libvirt/images/db01.raw", "format": "raw", "size_bytes": 40 * GIB}],
-    },
-]  # fmt: skip
+    }  # fmt: skip
+
+
+WEB01 = "6f1c0f7e-0000-4000-8000-000000000001"
+DB01 = "6f1c0f7e-0000-4000-8000-000000000002"
+INVENTORY = [
+    vm(
+        WEB01, "web01", "running", "pc-q35-8.2", {"web01.qcow2": 20 * GIB, "web01-b.raw": 100 * GIB}
+    ),
+    vm(DB01, "db01", "off", "pc-i440fx-8.2", {"db01.raw": 40 * GIB}),
+]
 BUILD01 = {**INVENTORY[1], "id": "build-uuid", "vm_guid": "build-uuid", "vm_name": "build01"}
 
 
@@ -247,7 +255,7 @@ def test_wizard_kvm_job_with_the_vm_browser_validation_and_edit(
     page.locator(f'label[data-agent-id="{agent.agent_id}"]').get_by_role("radio").check()
     next_step(page, "3. Source")
     vms = page.locator("#vm-browser")
-    web01 = vms.locator('tr[data-vm="6f1c0f7e-0000-4000-8000-000000000001"]')
+    web01 = vms.locator(f'tr[data-vm="{WEB01}"]')
     web01.wait_for()
     row = web01.inner_text()
     assert "running" in row and "pc-q35-8.2" in row and "20.0 GiB" in row and "100 GiB" in row, row
