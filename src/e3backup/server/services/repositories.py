@@ -239,10 +239,3 @@ def queue_maintenance(
     )
     audit.record(db, actor, f"job.maintenance_{kind}", "job", job.id, job.tenant_id)
     return command
-
-
-def visible_command(db: Session, actor: Actor, command_id: int) -> Command:
-    command = db.get(Command, command_id)
-    if command is None or not actor.sees(command.tenant_id):
-        raise NotFound(f"command {command_id} not found")
-    return command

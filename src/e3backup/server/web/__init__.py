@@ -62,6 +62,9 @@ from e3backup.server.web import (
     routes_agents,
     routes_auth,
     routes_dashboard,
+    routes_job_fragments,
+    routes_job_wizard,
+    routes_jobs,
     routes_live,
     routes_repositories,
     routes_restore,
@@ -81,6 +84,9 @@ ROUTERS = (
     routes_restore.router,
     routes_repositories.router,
     routes_admin.router,
+    routes_jobs.router,
+    routes_job_wizard.router,
+    routes_job_fragments.router,
 )
 
 

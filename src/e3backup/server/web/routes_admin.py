@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from e3backup.server.db.models.jobs import ENGINES
 from e3backup.server.db.models.runs import RUN_STATUSES
 from e3backup.server.schemas.common import IdPath, OffsetQuery
-from e3backup.server.services import admin, audit, repositories
+from e3backup.server.services import admin, audit, remote_commands, repositories
 from e3backup.server.web.view import PageView, View, safe_next
 
 router = APIRouter(include_in_schema=False)
@@ -109,5 +109,5 @@ def job_maintenance(
 def command_status(command_id: IdPath, page: PageView) -> Response:
     """One maintenance command's state: what its table cell polls until it ends."""
     scope = admin.admin_scope(page.db, page.actor)
-    command = repositories.visible_command(page.db, scope, command_id)
+    command = remote_commands.get_command(page.db, scope, command_id)
     return page.render("_admin_command.html", command=command)
