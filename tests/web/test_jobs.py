@@ -57,7 +57,7 @@ def next_step(page: Any, heading: str) -> None:
 
 def test_jobs_list_and_actions_by_role(page_as, web, check_page) -> None:
     tenant_id = web.new_tenant("jobs-tenant")
-    agent = web.enroll_new("jobs-host", tenant="jobs-tenant")
+    agent = web.enroll_new("jobs-host", tenant_id)
     admin = page_as("admin")
     admin.get_by_label("Tenant").select_option(str(tenant_id))
     admin.get_by_text("Switched tenant.").wait_for()
