@@ -69,6 +69,9 @@ class ServerSettings(BaseSettings):
     smtp_user: str = ""
     smtp_password: str = ""
     smtp_starttls: bool = False
+    # Webhooks to loopback, link-local (cloud metadata), private and other non-public addresses
+    # are refused (SSRF); turn on for on-prem receivers on the internal network.
+    notify_allow_private_targets: bool = False
 
     log_json: bool = True
     metrics_token: str = ""  # when set, /metrics needs "Authorization: Bearer <token>"
