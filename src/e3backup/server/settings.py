@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,7 +74,9 @@ class ServerSettings(BaseSettings):
     # are refused (SSRF); turn on for on-prem receivers on the internal network.
     notify_allow_private_targets: bool = False
 
-    log_json: bool = True
+    # "auto": JSON lines when stderr is not a terminal (systemd, CI), plain lines on a terminal;
+    # true/false force either (E3BACKUP_SERVER_LOG_JSON).
+    log_json: Literal["auto"] | bool = "auto"
     metrics_token: str = ""  # when set, /metrics needs "Authorization: Bearer <token>"
 
     @model_validator(mode="after")
