@@ -81,9 +81,11 @@ def test_finished_run_is_mailed_and_posted_once(
 ) -> None:
     failed_id, ok_id, running_id = setup_job(db_factory, http_receiver)
     smtp = SmtpConfig(host="127.0.0.1", port=smtp_receiver.port)
-    report = notifications.deliver_due(db_factory, BOX, smtp, now=T0)
+    report = notifications.deliver_due(db_factory, BOX, smtp, now=T0, allow_private_targets=True)
     assert report.enqueued == 2 and len(report.sent) == 2
-    again = notifications.deliver_due(db_factory, BOX, smtp, now=T0 + timedelta(minutes=1))
+    again = notifications.deliver_due(
+        db_factory, BOX, smtp, now=T0 + timedelta(minutes=1), allow_private_targets=True
+    )
     assert again.enqueued == 0 and again.sent == []
 
     [mail] = smtp_receiver.messages
@@ -120,12 +122,19 @@ def test_webhook_down_is_retried_with_backoff_then_given_up(
     http_receiver.statuses = [503]
     smtp = SmtpConfig(host="")  # e-mail unconfigured: that row fails for good at once
     now = T0
-    report = notifications.deliver_due(db_factory, BOX, smtp, now=now, webhook_backoff_s=0.01)
+    report = notifications.deliver_due(
+        db_factory, BOX, smtp, now=now, webhook_backoff_s=0.01, allow_private_targets=True
+    )
     assert len(report.retrying) == 1 and len(report.failed) == 1
     # not due again before the backoff has passed
     assert (
         notifications.deliver_due(
-            db_factory, BOX, smtp, now=now + timedelta(seconds=5), webhook_backoff_s=0.01
+            db_factory,
+            BOX,
+            smtp,
+            now=now + timedelta(seconds=5),
+            webhook_backoff_s=0.01,
+            allow_private_targets=True,
         ).retrying
         == []
     )
@@ -133,7 +142,9 @@ def test_webhook_down_is_retried_with_backoff_then_given_up(
         with session_scope(db_factory) as db:
             [row] = [r for r in outbox(db) if r.channel == "webhook"]
             now = row.next_attempt_at
-        last = notifications.deliver_due(db_factory, BOX, smtp, now=now, webhook_backoff_s=0.01)
+        last = notifications.deliver_due(
+            db_factory, BOX, smtp, now=now, webhook_backoff_s=0.01, allow_private_targets=True
+        )
     assert last.failed and not last.retrying
     with session_scope(db_factory) as db:
         [row] = [r for r in outbox(db) if r.channel == "webhook"]
@@ -153,3 +164,19 @@ def test_status_filter_and_unconfigured_jobs(
     setup_job(db_factory, http_receiver, on=["success"])
     report = notifications.deliver_due(db_factory, BOX, SmtpConfig(host=""), now=T0)
     assert report.enqueued == 2  # the successful run's e-mail and webhook, not the failed one
+
+
+def test_internal_webhook_target_is_refused_by_default(
+    db_factory: sessionmaker[Session], http_receiver: HttpReceiver
+) -> None:
+    """Without notify_allow_private_targets the loopback receiver is never contacted and the
+    outbox row fails for good, naming the rule."""
+    setup_job(db_factory, http_receiver)
+    report = notifications.deliver_due(db_factory, BOX, SmtpConfig(host=""), now=T0)
+    assert len(report.failed) == 2 and not report.retrying  # e-mail unconfigured, hook refused
+    assert http_receiver.requests == []
+    with session_scope(db_factory) as db:
+        [row] = [r for r in outbox(db) if r.channel == "webhook"]
+        assert row.status == "failed"
+        assert "loopback" in (row.last_error or "")
+        assert "notify_allow_private_targets" in (row.last_error or "")

@@ -120,7 +120,7 @@ def test_cancelled_run_phrasing(smtp_receiver: SmtpReceiver) -> None:
 
 def test_webhook_signed_and_verified(http_receiver: HttpReceiver) -> None:
     payload = webhook_payload(summary())
-    post_webhook(http_receiver.url, WEBHOOK_SECRET, payload, delivery_id="d-1")
+    post_webhook(http_receiver.url, WEBHOOK_SECRET, payload, delivery_id="d-1", allow_private=True)
     [request] = http_receiver.requests
     assert request.path == "/hooks/e3backup"
     headers = {k.lower(): v for k, v in request.headers.items()}
@@ -143,7 +143,9 @@ def test_webhook_signed_and_verified(http_receiver: HttpReceiver) -> None:
 
 def test_webhook_retries_5xx_then_succeeds(http_receiver: HttpReceiver) -> None:
     http_receiver.statuses = [503, 502, 200]
-    post_webhook(http_receiver.url, WEBHOOK_SECRET, {"x": 1}, attempts=3, backoff_s=0.01)
+    post_webhook(
+        http_receiver.url, WEBHOOK_SECRET, {"x": 1}, attempts=3, backoff_s=0.01, allow_private=True
+    )
     assert len(http_receiver.requests) == 3
     ids = {r.headers[DELIVERY_HEADER] for r in http_receiver.requests}
     assert len(ids) == 1  # one delivery id across retries: receivers can deduplicate
@@ -152,7 +154,14 @@ def test_webhook_retries_5xx_then_succeeds(http_receiver: HttpReceiver) -> None:
 def test_webhook_4xx_is_permanent(http_receiver: HttpReceiver) -> None:
     http_receiver.statuses = [410]
     with pytest.raises(NotifyError) as info:
-        post_webhook(http_receiver.url, WEBHOOK_SECRET, {"x": 1}, attempts=3, backoff_s=0.01)
+        post_webhook(
+            http_receiver.url,
+            WEBHOOK_SECRET,
+            {"x": 1},
+            attempts=3,
+            backoff_s=0.01,
+            allow_private=True,
+        )
     assert not info.value.retryable and "410" in str(info.value)
     assert len(http_receiver.requests) == 1
 
@@ -160,7 +169,14 @@ def test_webhook_4xx_is_permanent(http_receiver: HttpReceiver) -> None:
 def test_webhook_exhausted_retries_are_retryable_later(http_receiver: HttpReceiver) -> None:
     http_receiver.statuses = [500]
     with pytest.raises(NotifyError) as info:
-        post_webhook(http_receiver.url, WEBHOOK_SECRET, {"x": 1}, attempts=2, backoff_s=0.01)
+        post_webhook(
+            http_receiver.url,
+            WEBHOOK_SECRET,
+            {"x": 1},
+            attempts=2,
+            backoff_s=0.01,
+            allow_private=True,
+        )
     assert info.value.retryable
     assert len(http_receiver.requests) == 2
 
@@ -168,14 +184,21 @@ def test_webhook_exhausted_retries_are_retryable_later(http_receiver: HttpReceiv
 def test_webhook_timeout(http_receiver: HttpReceiver) -> None:
     http_receiver.delay_s = 1.5
     with pytest.raises(NotifyError) as info:
-        post_webhook(http_receiver.url, WEBHOOK_SECRET, {"x": 1}, timeout_s=0.2, attempts=1)
+        post_webhook(
+            http_receiver.url,
+            WEBHOOK_SECRET,
+            {"x": 1},
+            timeout_s=0.2,
+            attempts=1,
+            allow_private=True,
+        )
     assert info.value.retryable and "Timeout" in str(info.value)
 
 
 def test_webhook_unreachable_hides_url_query() -> None:
     url = f"http://127.0.0.1:{free_port()}/hook?token=abc123"
     with pytest.raises(NotifyError) as info:
-        post_webhook(url, WEBHOOK_SECRET, {"x": 1}, attempts=1)
+        post_webhook(url, WEBHOOK_SECRET, {"x": 1}, attempts=1, allow_private=True)
     assert info.value.retryable and "abc123" not in str(info.value)
 
 

@@ -57,3 +57,28 @@ def test_webhook_secret_is_write_only(tmp_path: Path) -> None:
             assert info.value.field == field
         db.rollback()
     engine.dispose()
+
+
+def test_internal_webhook_refused_on_save_unless_the_server_allows_it(tmp_path: Path) -> None:
+    engine, factory = migrated_factory(f"sqlite:///{tmp_path / 's.db'}")
+    with session_scope(factory) as db:
+        tenant, agent = make_tenant_agent(db)
+        actor = Actor("user", None, tenant.id, frozenset({tenant.id}), "admin", "admin@x")
+        spec = {
+            "name": "n", "agent_id": agent.id, "engine": "files", "source_path": "/srv",
+            "dest_type": "local", "dest_local_path": "/r",
+            "notify": {"webhook_url": "http://10.0.0.7:9000/hook", "webhook_secret": SECRET},
+        }  # fmt: skip
+        with pytest.raises(Invalid) as info:
+            jobs.create_job(db, BOX, actor, JobCreate.model_validate(spec))
+        assert info.value.field == "notify.webhook_url"
+        assert "10.0.0.7 is a private network address" in str(info.value)
+        job = jobs.create_job(
+            db, BOX, actor, JobCreate.model_validate(spec), allow_private_targets=True
+        )
+        assert (job.notify_json or {})["webhook_url"] == "http://10.0.0.7:9000/hook"
+        metadata = {"notify": {"webhook_url": "http://169.254.169.254/", "webhook_secret": SECRET}}
+        with pytest.raises(Invalid):
+            jobs.update_job(db, BOX, actor, job.id, JobUpdate.model_validate(metadata))
+        db.rollback()
+    engine.dispose()

@@ -55,7 +55,7 @@ def serve(
     for path in (settings.tls_cert, settings.tls_key):
         if path is not None and not path.is_file():
             raise UsageError(f"TLS file not found: {path}")
-    logging_json.configure(settings.log_json)
+    logging_json.configure(logging_json.use_json(settings.log_json))
     context = ServerContext.open(settings)
     try:
         migrate.upgrade(context.engine)

@@ -44,7 +44,8 @@ def watchdog_pass(ctx: ServerContext) -> watchdog.WatchdogReport:
 
 def notification_pass(ctx: ServerContext) -> notifications.DeliveryReport:
     smtp = SmtpConfig.from_settings(ctx.settings)
-    return notifications.deliver_due(ctx.sessions, ctx.box, smtp)
+    allow = ctx.settings.notify_allow_private_targets
+    return notifications.deliver_due(ctx.sessions, ctx.box, smtp, allow_private_targets=allow)
 
 
 def every(

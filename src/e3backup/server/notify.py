@@ -31,6 +31,7 @@ import httpx
 
 from e3backup.core.errors import E3Error
 from e3backup.core.units import format_bytes
+from e3backup.server import webhook_target
 from e3backup.server.event_catalog import CANCELLED_TEXT, is_cancellation_error, plain_text
 from e3backup.server.settings import ServerSettings
 
@@ -250,37 +251,72 @@ def post_webhook(
     timeout_s: float = WEBHOOK_TIMEOUT_S,
     attempts: int = 3,
     backoff_s: float = 1.0,
+    allow_private: bool = False,
+    resolver: webhook_target.Resolver = webhook_target.system_resolver,
 ) -> None:
     """POST `payload` signed with `secret`; a few quick retries on connection errors, 429 and
-    5xx, then NotifyError (retryable, so the outbox tries again later). 4xx is permanent."""
+    5xx, then NotifyError (retryable, so the outbox tries again later). 4xx and 3xx (redirects
+    are not followed) are permanent, and so is an internal target (see webhook_target): the
+    host is resolved once and the request goes to the checked address."""
+    try:
+        targets = webhook_target.pin(url, allow_private, resolver)
+    except webhook_target.TargetRefused as exc:
+        raise NotifyError(str(exc), False) from None
+    except webhook_target.TargetUnresolvable as exc:
+        raise NotifyError(str(exc), True) from None
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
     delivery_id = delivery_id or str(uuid.uuid4())
     problem = "not attempted"
-    for attempt in range(max(attempts, 1)):
-        if attempt:
-            time.sleep(backoff_s * 2 ** (attempt - 1))
-        timestamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "e3backup-server",
-            EVENT_HEADER: EVENT_NAME,
-            DELIVERY_HEADER: delivery_id,
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: sign(secret, timestamp, body),
-        }
-        try:
-            response = httpx.post(
-                url, content=body, headers=headers, timeout=timeout_s, follow_redirects=False
-            )
-        except httpx.HTTPError as exc:
-            problem = f"cannot reach the webhook: {type(exc).__name__}"
-            continue
-        if response.status_code < 300:
-            return
-        problem = f"webhook answered HTTP {response.status_code}"
-        if response.status_code != 429 and response.status_code < 500:
-            raise NotifyError(problem, False)
+    with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False) as client:
+        for attempt in range(max(attempts, 1)):
+            if attempt:
+                time.sleep(backoff_s * 2 ** (attempt - 1))
+            timestamp = str(int(time.time()))
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "e3backup-server",
+                EVENT_HEADER: EVENT_NAME,
+                DELIVERY_HEADER: delivery_id,
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: sign(secret, timestamp, body),
+            }
+            try:
+                response = _post_pinned(client, url, targets, body, headers)
+            except httpx.HTTPError as exc:
+                problem = f"cannot reach the webhook: {type(exc).__name__}"
+                continue
+            if response.status_code < 300:
+                return
+            problem = f"webhook answered HTTP {response.status_code}"
+            if 300 <= response.status_code < 400:
+                raise NotifyError(problem + " (redirects are not followed)", False)
+            if response.status_code != 429 and response.status_code < 500:
+                raise NotifyError(problem, False)
     raise NotifyError(problem, True)
+
+
+def _post_pinned(
+    client: httpx.Client,
+    url: str,
+    targets: Sequence[webhook_target.PinnedTarget],
+    body: bytes,
+    headers: dict[str, str],
+) -> httpx.Response:
+    """POST to the first checked address that accepts a connection; the URL's name stays the
+    Host header and the TLS server name (SNI and certificate check)."""
+    original = httpx.URL(url)
+    headers = {**headers, "Host": original.netloc.decode("ascii")}
+    for index, target in enumerate(targets):
+        pinned = original.copy_with(host=str(target.address))
+        extensions = {}
+        if original.scheme == "https":
+            extensions["sni_hostname"] = target.host
+        try:
+            return client.post(pinned, content=body, headers=headers, extensions=extensions)
+        except httpx.ConnectError:
+            if index == len(targets) - 1:
+                raise
+    raise httpx.ConnectError("no address to connect to")
 
 
 def retry_delay_s(attempts_made: int) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,8 +70,13 @@ class ServerSettings(BaseSettings):
     smtp_user: str = ""
     smtp_password: str = ""
     smtp_starttls: bool = False
+    # Webhooks to loopback, link-local (cloud metadata), private and other non-public addresses
+    # are refused (SSRF); turn on for on-prem receivers on the internal network.
+    notify_allow_private_targets: bool = False
 
-    log_json: bool = True
+    # "auto": JSON lines when stderr is not a terminal (systemd, CI), plain lines on a terminal;
+    # true/false force either (E3BACKUP_SERVER_LOG_JSON).
+    log_json: Literal["auto"] | bool = "auto"
     metrics_token: str = ""  # when set, /metrics needs "Authorization: Bearer <token>"
 
     @model_validator(mode="after")

@@ -57,6 +57,10 @@ def test_bad_requests_are_4xx_with_a_message(make_server) -> None:
         assert answer.json()["detail"], (method, path)
 
 
+def _hook(url: str) -> dict[str, object]:
+    return {"notify": {"webhook_url": url, "webhook_secret": "hook-secret-0123456789"}}
+
+
 def test_job_validation_messages(make_server) -> None:
     server = make_server()
     acme = make_tenant(server, "acme")
@@ -79,6 +83,10 @@ def test_job_validation_messages(make_server) -> None:
         ({"timezone": "Mars/Olympus"}, "time zone"),
         ({"engine": "kvm"}, "VM"),
         ({"surprise": 1}, "unknown field"),
+        # webhook SSRF: internal targets are refused by default, naming the rule and setting
+        (_hook("http://169.254.169.254/latest/meta-data/"), "link-local (cloud metadata"),
+        (_hook("http://localhost:8420/api"), "localhost resolves to 127.0.0.1, a loopback"),
+        (_hook("https://[fd00::1]/x"), "notify_allow_private_targets"),
     ]
     for change, message in cases:
         answer = acme.api("POST", "/jobs", json={**base, **change})

@@ -31,7 +31,8 @@ def list_jobs(
 
 @router.post("/jobs", response_model=JobOut, status_code=201)
 def create_job(body: JobCreate, actor: CurrentActor, ctx: Ctx, db: Db) -> JobOut:
-    return jobs.job_out(jobs.create_job(db, ctx.box, actor, body))
+    allow = ctx.settings.notify_allow_private_targets
+    return jobs.job_out(jobs.create_job(db, ctx.box, actor, body, allow_private_targets=allow))
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
@@ -41,7 +42,9 @@ def get_job(job_id: IdPath, actor: CurrentActor, db: Db) -> JobOut:
 
 @router.patch("/jobs/{job_id}", response_model=JobOut)
 def update_job(job_id: IdPath, body: JobUpdate, actor: CurrentActor, ctx: Ctx, db: Db) -> JobOut:
-    return jobs.job_out(jobs.update_job(db, ctx.box, actor, job_id, body))
+    allow = ctx.settings.notify_allow_private_targets
+    job = jobs.update_job(db, ctx.box, actor, job_id, body, allow_private_targets=allow)
+    return jobs.job_out(job)
 
 
 @router.delete("/jobs/{job_id}", response_model=Ok)

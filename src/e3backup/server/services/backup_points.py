@@ -1,6 +1,11 @@
 """Backup points: recorded when a backup run ends (one per VM for kvm/hyperv from its
 vm_results, one per source for disk_image/files), listed in the seed 001 shape.
 
+A point is recorded for each result that saved a snapshot (snapshot id present, no error, not
+failed or cancelled), whatever the run's own status: a VM job cancelled (or failed) after some
+VMs finished keeps their points (seed 002 "some VMs completed before cancel"), and a VM that
+was cancelled or failed never gets one.
+
 Every point is complete (the repository has no chained incrementals), so its restore chain is
 the point itself.
 """
@@ -18,8 +23,16 @@ from e3backup.server.schemas.points import BackupPointOut
 from e3backup.server.schemas.runs import RunUpdate
 from e3backup.server.services.auth import Actor
 
-RECORDING_STATUSES = ("success", "warning", "partial_success", "cancelled")
 FAILED_RESULT_STATUSES = ("failed", "cancelled")
+
+
+def saved_snapshot(result: object) -> bool:
+    """A per-VM or per-source result whose snapshot is in the repository."""
+    if not isinstance(result, dict) or result.get("error"):
+        return False
+    if result.get("status") in FAILED_RESULT_STATUSES:
+        return False
+    return bool(result.get("snapshot_id") or result.get("manifest_id"))
 
 
 def _vm_for_result(db: Session, run: Run, result: dict[str, Any]) -> Vm:
@@ -104,42 +117,43 @@ def _job_source(job: Job | None) -> str:
 
 
 def record_for_run(db: Session, run: Run, update: RunUpdate) -> list[BackupPoint]:
-    """Points for a backup run that just ended; results that failed make none."""
-    if run.run_type != "backup" or run.status not in RECORDING_STATUSES:
+    """Points for a backup run that just ended: one per result that saved a snapshot."""
+    if run.run_type != "backup":
         return []
     points: list[BackupPoint] = []
     if run.engine in VM_ENGINES:
         for result in run.vm_results_json or []:
-            if not isinstance(result, dict) or result.get("error"):
-                continue
-            if result.get("status") in FAILED_RESULT_STATUSES:
-                continue
-            vm = _vm_for_result(db, run, result)
-            point = _point(db, run, vm.vm_uuid, result)
-            point.vm_id = vm.id
-            points.append(point)
+            if saved_snapshot(result):
+                vm = _vm_for_result(db, run, result)
+                point = _point(db, run, vm.vm_uuid, result)
+                point.vm_id = vm.id
+                points.append(point)
     else:
         job = db.get(Job, run.job_id) if run.job_id is not None else None
-        results = run.source_results_json or []
-        if not results and update.snapshot_id:
-            results = [
-                {
-                    "source": _job_source(job),
-                    "snapshot_id": update.snapshot_id,
-                    "backup_type": update.backup_type or "Full",
-                    "disk_manifests": run.disk_manifests_json or {},
-                    "total_bytes": run.bytes_total,
-                    "changed_bytes": run.bytes_transferred,
-                }
-            ]
-        for result in results:
-            if isinstance(result, dict) and not result.get("error"):
+        for result in _source_results(run, update, job):
+            if saved_snapshot(result):
                 source = str(result.get("source") or _job_source(job))
                 points.append(_point(db, run, source, result))
     for point in points:
         db.add(point)
         db.flush()
     return points
+
+
+def _source_results(run: Run, update: RunUpdate, job: Job | None) -> list[Any]:
+    """A disk_image/files run's per-source results; a lone top-level snapshot_id is one."""
+    if run.source_results_json or not update.snapshot_id:
+        return list(run.source_results_json or [])
+    return [
+        {
+            "source": _job_source(job),
+            "snapshot_id": update.snapshot_id,
+            "backup_type": update.backup_type or "Full",
+            "disk_manifests": run.disk_manifests_json or {},
+            "total_bytes": run.bytes_total,
+            "changed_bytes": run.bytes_transferred,
+        }
+    ]
 
 
 def is_restorable(point: BackupPoint) -> bool:

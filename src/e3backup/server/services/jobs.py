@@ -90,7 +90,9 @@ def _validate_job(job: Job) -> None:
     _validate_timezone(job.timezone)
 
 
-def _apply(db: Session, box: SecretBox, job: Job, fields: dict[str, Any]) -> list[str]:
+def _apply(
+    db: Session, box: SecretBox, job: Job, fields: dict[str, Any], allow_private_targets: bool
+) -> list[str]:
     """Copy wire fields onto the row (secrets sealed); the names of the changed fields."""
     changed = []
     for name, value in fields.items():
@@ -98,7 +100,9 @@ def _apply(db: Session, box: SecretBox, job: Job, fields: dict[str, Any]) -> lis
             column = SECRET_COLUMNS[name]
             setattr(job, column, box.seal_optional(value, _secret_context(column)))
         elif name == "notify":
-            job.notify_json = notify_settings.seal(value, job.notify_json, box)
+            job.notify_json = notify_settings.seal(
+                value, job.notify_json, box, allow_private_targets
+            )
         else:
             setattr(job, _RENAMED.get(name, name), value)
         changed.append(name)
@@ -115,11 +119,18 @@ def _dump(spec: JobCreate | JobUpdate) -> dict[str, Any]:
     return doc
 
 
-def create_job(db: Session, box: SecretBox, actor: Actor, spec: JobCreate) -> Job:
+def create_job(
+    db: Session,
+    box: SecretBox,
+    actor: Actor,
+    spec: JobCreate,
+    *,
+    allow_private_targets: bool = False,
+) -> Job:
     actor.require("admin")
     agent = _visible_agent(db, actor, spec.agent_id)
     job = Job(tenant_id=agent.tenant_id)
-    _apply(db, box, job, _dump(spec))
+    _apply(db, box, job, _dump(spec), allow_private_targets)
     _validate_job(job)
     db.add(job)
     db.flush()
@@ -134,7 +145,15 @@ def get_job(db: Session, actor: Actor, job_id: int) -> Job:
     return job
 
 
-def update_job(db: Session, box: SecretBox, actor: Actor, job_id: int, spec: JobUpdate) -> Job:
+def update_job(
+    db: Session,
+    box: SecretBox,
+    actor: Actor,
+    job_id: int,
+    spec: JobUpdate,
+    *,
+    allow_private_targets: bool = False,
+) -> Job:
     actor.require("admin")
     job = get_job(db, actor, job_id)
     fields = _dump(spec)
@@ -145,7 +164,7 @@ def update_job(db: Session, box: SecretBox, actor: Actor, job_id: int, spec: Job
     for name in ("name", "engine", "dest_type", "agent_id", "timezone", "enabled"):
         if name in fields and fields[name] is None:
             raise Invalid(f"{name} cannot be null", name)
-    changed = _apply(db, box, job, fields)
+    changed = _apply(db, box, job, fields, allow_private_targets)
     _validate_job(job)
     if "schedule_json" in fields or "timezone" in fields:
         job.next_run_at = None  # the scheduler recomputes it

@@ -168,7 +168,15 @@ def _load(db: Session, box: SecretBox, row_id: int) -> _Delivery | None:
     return _Delivery(row.channel, row.target, row.attempts, run_summary(db, run), secret)
 
 
-def _send(delivery: _Delivery, smtp: notify.SmtpConfig, delivery_id: str, backoff_s: float) -> None:
+@dataclass(frozen=True)
+class WebhookPolicy:
+    backoff_s: float = 1.0  # paces the few quick retries inside one attempt
+    allow_private_targets: bool = False  # server setting notify_allow_private_targets
+
+
+def _send(
+    delivery: _Delivery, smtp: notify.SmtpConfig, delivery_id: str, policy: WebhookPolicy
+) -> None:
     if delivery.channel == "email":
         notify.send_email(smtp, [delivery.target], delivery.summary)
         return
@@ -179,7 +187,8 @@ def _send(delivery: _Delivery, smtp: notify.SmtpConfig, delivery_id: str, backof
         delivery.webhook_secret,
         notify.webhook_payload(delivery.summary),
         delivery_id=delivery_id,
-        backoff_s=backoff_s,
+        backoff_s=policy.backoff_s,
+        allow_private=policy.allow_private_targets,
     )
 
 
@@ -190,7 +199,7 @@ def _deliver_one(
     row_id: int,
     now: datetime,
     report: DeliveryReport,
-    backoff_s: float,
+    policy: WebhookPolicy,
 ) -> None:
     error: notify.NotifyError | None = None
     with session_scope(factory) as db:
@@ -200,7 +209,7 @@ def _deliver_one(
             delivery, error = None, notify.NotifyError(str(exc), False)
     if delivery is not None:
         try:
-            _send(delivery, smtp, f"outbox-{row_id}", backoff_s)
+            _send(delivery, smtp, f"outbox-{row_id}", policy)
         except notify.NotifyError as exc:
             error = exc
     attempts = delivery.attempts if delivery else notify.MAX_ATTEMPTS
@@ -227,11 +236,14 @@ def deliver_due(
     smtp: notify.SmtpConfig,
     now: datetime | None = None,
     webhook_backoff_s: float = 1.0,
+    allow_private_targets: bool = False,
 ) -> DeliveryReport:
     """Enqueue finished runs, then deliver every due outbox row (one notification loop pass).
 
     `webhook_backoff_s` paces the few quick retries inside one attempt; the outbox itself
-    backs off between attempts (`notify.retry_delay_s`)."""
+    backs off between attempts (`notify.retry_delay_s`). Webhooks to internal addresses are
+    refused unless `allow_private_targets` (server setting notify_allow_private_targets)."""
+    policy = WebhookPolicy(webhook_backoff_s, allow_private_targets)
     now = now or utcnow()
     report = DeliveryReport()
     with session_scope(factory) as db:
@@ -239,7 +251,7 @@ def deliver_due(
     with session_scope(factory) as db:
         leased = _lease_due(db, now)
     for row_id in leased:
-        _deliver_one(factory, box, smtp, row_id, now, report, webhook_backoff_s)
+        _deliver_one(factory, box, smtp, row_id, now, report, policy)
     if report.failed:
         log.warning("notifications: %d delivery(ies) failed for good", len(report.failed))
     return report

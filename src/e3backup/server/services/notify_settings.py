@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from e3backup.server import webhook_target
 from e3backup.server.crypto import SecretBox
 from e3backup.server.notify import validate_webhook_url
 from e3backup.server.services.errors import Invalid
@@ -16,8 +17,13 @@ _EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
 
 
 def seal(
-    new: dict[str, Any] | None, previous: dict[str, Any] | None, box: SecretBox
+    new: dict[str, Any] | None,
+    previous: dict[str, Any] | None,
+    box: SecretBox,
+    allow_private_targets: bool = False,
 ) -> dict[str, Any] | None:
+    """The stored `notify_json`; Invalid names the field (an internal webhook target is refused
+    unless the server allows them: see server/webhook_target.py)."""
     if new is None:
         return None
     doc = {k: v for k, v in new.items() if k != "webhook_secret"}
@@ -29,6 +35,7 @@ def seal(
         return doc
     try:
         validate_webhook_url(url)
+        webhook_target.check_on_save(url, allow_private_targets)
     except ValueError as exc:
         raise Invalid(str(exc), "notify.webhook_url") from None
     secret = new.get("webhook_secret")

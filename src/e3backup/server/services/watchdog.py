@@ -7,6 +7,11 @@
   not failed, even when its agent also went silent).
 - A command still pending/delivered past its `expires_at` is `expired`; a queued restore run
   that was waiting for it fails with COMMAND_EXPIRED (no agent will ever start it).
+- Bare-metal recovery: while a live recovery session is bound to a restore run, its restore
+  command is not expired (a rescue environment may still take the run over: the host's agent
+  may be dead) and, once no agent has received that command, the run is the session's to
+  drive: it is not failed for silence. Agents never get a command past its `expires_at`, so a
+  revived agent cannot run it. When the session expires or is revoked, the rules above apply.
 
 Every change is a conditional UPDATE that re-checks the condition, so replicas running the
 same tick close each row once; PostgreSQL replicas also skip rows another one has locked.
@@ -23,9 +28,10 @@ from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import Session
 
 from e3backup.server.db.base import utcnow
-from e3backup.server.db.models import Command, Run
+from e3backup.server.db.models import Command, RecoverySession, Run
 from e3backup.server.db.models.commands import OPEN_COMMAND_STATUSES
 from e3backup.server.services import server_events
+from e3backup.server.services.commands import RESTORE_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +51,36 @@ def _last_sign_of_life() -> ColumnElement[Any]:
     return func.coalesce(Run.heartbeat_at, Run.claimed_at, Run.created_at)
 
 
-def _silent_since(cutoff: datetime) -> ColumnElement[bool]:
-    return and_(Run.status.in_(IN_PROGRESS), _last_sign_of_life() < cutoff)
+def _live_recovery_session(run_id: Any, now: datetime) -> ColumnElement[bool]:
+    return (
+        select(RecoverySession.id)
+        .where(
+            RecoverySession.run_id == run_id,
+            RecoverySession.revoked_at.is_(None),
+            RecoverySession.expires_at > now,
+        )
+        .exists()
+    )
+
+
+def _driven_by_recovery(now: datetime) -> ColumnElement[bool]:
+    """A live recovery session is bound to the run and no agent received its restore."""
+    received = (
+        select(Command.id)
+        .where(
+            Command.run_id == Run.id,
+            Command.type.in_(RESTORE_TYPES),
+            Command.delivered_at.is_not(None),
+        )
+        .exists()
+    )
+    return and_(_live_recovery_session(Run.id, now), ~received)
+
+
+def _silent_since(cutoff: datetime, now: datetime) -> ColumnElement[bool]:
+    return and_(
+        Run.status.in_(IN_PROGRESS), _last_sign_of_life() < cutoff, ~_driven_by_recovery(now)
+    )
 
 
 def _cancel_overdue(cutoff: datetime) -> ColumnElement[bool]:
@@ -96,7 +130,7 @@ def close_cancel_timeouts(
 
 
 def fail_silent_runs(db: Session, now: datetime, timeout_s: float, report: WatchdogReport) -> None:
-    condition = _silent_since(now - timedelta(seconds=timeout_s))
+    condition = _silent_since(now - timedelta(seconds=timeout_s), now)
     for run_id in _candidates(db, condition):
         message = f"the agent sent no heartbeat for {int(timeout_s)} s"
         closed = _close(
@@ -116,7 +150,11 @@ def fail_silent_runs(db: Session, now: datetime, timeout_s: float, report: Watch
 
 
 def expire_commands(db: Session, now: datetime, report: WatchdogReport) -> None:
-    overdue = and_(Command.status.in_(OPEN_COMMAND_STATUSES), Command.expires_at < now)
+    overdue = and_(
+        Command.status.in_(OPEN_COMMAND_STATUSES),
+        Command.expires_at < now,
+        ~_live_recovery_session(Command.run_id, now),
+    )
     query = select(Command.id, Command.run_id, Command.type).where(overdue).limit(BATCH_SIZE)
     if db.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
