@@ -152,6 +152,17 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     return total
 
 
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the process's threads spent runnable but waiting for a CPU (schedstat)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
+
+
 def run_step(
     db_url: str, n: int, args: argparse.Namespace, pg_pid: int | None
 ) -> dict[str, Any]:
@@ -166,10 +177,12 @@ def run_step(
         swarm = ctx.Process(
             target=_pinned_swarm, args=(server.url, agents, args.duration, args.split, queue)
         )
-        pin(server.pid, SERVER_CPUS)
+        if args.pin_server:
+            pin(server.pid, SERVER_CPUS)
         if pg_pid is not None:
             pin(pg_pid, CLIENT_CPUS, children=True)
         server_before = cpu_seconds(server.pid)
+        wait_before = runqueue_wait_s(server.pid)
         pg_before = cpu_seconds(pg_pid, children=True) if pg_pid else 0.0
         load_before = os.getloadavg()[0]
         started = time.monotonic()
@@ -181,6 +194,7 @@ def run_step(
         swarm.join(timeout=60)
         elapsed = time.monotonic() - started
         server_cpu_s = cpu_seconds(server.pid) - server_before
+        wait_s = runqueue_wait_s(server.pid) - wait_before
         pg_cpu_s = (cpu_seconds(pg_pid, children=True) - pg_before) if pg_pid else 0.0
         load = (load_before + os.getloadavg()[0]) / 2
         profile = finish_py_spy(spy) if spy else []
@@ -201,6 +215,7 @@ def run_step(
         "server_cpu_pct": server_cpu_s / elapsed * 100,
         "client_cpu_pct": client_cpu_s / elapsed * 100,
         "pg_cpu_pct": pg_cpu_s / elapsed * 100,
+        "wait_pct": wait_s / elapsed * 100,
         "load": load,
         "server_routes": routes,
         "profile": profile,
@@ -244,6 +259,7 @@ def report_step(row: dict[str, Any]) -> None:
         f"{row['db']:10} N={row['n']:5}  {row['rps']:7.0f} req/s  p50 {row['p50']:6.1f} ms  "
         f"p99 {row['p99']:7.1f} ms  errors {row['errors']}  server CPU "
         f"{row['cpu_ms']:.3f} ms/req ({row['server_cpu_pct']:.0f}%)  "
+        f"waiting for CPU {row['wait_pct']:.0f}%  "
         f"swarm {row['client_cpu_pct']:.0f}%  postgres {row['pg_cpu_pct']:.0f}%  "
         f"load {row['load']:.1f}  {'ok' if passed(row) else 'FAIL'}",
         flush=True,
@@ -259,13 +275,15 @@ def report_step(row: dict[str, Any]) -> None:
 def tables(rows: list[dict[str, Any]]) -> list[str]:
     head = (
         "| database | agents | req/s | p50 ms | p99 ms | max ms | errors | server CPU ms/req "
-        "| server CPU % | swarm CPU % | postgres CPU % | load avg | pass |"
+        "| server CPU % | server waiting for CPU % | swarm CPU % | postgres CPU % | load avg "
+        "| pass |"
     )
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(
             f"| {r['db']} | {r['n']} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
             f"{r['max']:.0f} | {r['errors']} | {r['cpu_ms']:.3f} | {r['server_cpu_pct']:.0f} | "
+            f"{r['wait_pct']:.0f} | "
             f"{r['client_cpu_pct']:.0f} | {r['pg_cpu_pct']:.0f} | "
             f"{r['load']:.1f} | {'yes' if passed(r) else 'no'} |"
         )
@@ -325,6 +343,9 @@ def main() -> None:
     parser.add_argument("--py-spy", action="store_true", help="profile the server each step")
     parser.add_argument(
         "--autogroup-nice", type=int, default=-10, help="this session's autogroup priority"
+    )
+    parser.add_argument(
+        "--no-pin-server", dest="pin_server", action="store_false", help="let the server use both CPUs"
     )
     parser.add_argument("--keep-going", action="store_true")
     parser.add_argument("--no-write", action="store_true")

@@ -37,7 +37,7 @@ from e3backup.server.services.errors import RateLimited, Unauthorized
 
 log = logging.getLogger(__name__)
 
-WORKERS = int(__import__("os").environ.get("E3_FAST_WORKERS", "8"))
+WORKERS = 8  # a DB round trip each; few, so threads do not fight the event loop for the GIL
 NO_CONTENT = object()
 Quick = Callable[[ServerContext, Connection, AgentRef, Any], Any]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -56,7 +56,7 @@ def _poll(ctx: ServerContext, conn: Connection, agent: AgentRef, body: PollReque
     settings = ctx.settings
     return agent_polls.idle_combined_poll(
         conn,
-        agent.id,
+        agent,
         request.run_id,
         request.claim,
         settings.agent_reclaim_grace_s,
@@ -84,10 +84,11 @@ class Hot:
     model: type[BaseModel]
     optional_body: bool  # the FastAPI route takes `body: Model | None = None`
     quick: Quick
+    rechecks_agent: bool = False  # `quick` re-checks status and token in its own statement
 
 
 HOT_ROUTES = {
-    "/api/agent/poll": Hot(PollRequest, True, _poll),
+    "/api/agent/poll": Hot(PollRequest, True, _poll, rechecks_agent=True),
     "/api/agent/next_run": Hot(NextRunRequest, True, _next_run),
     "/api/agent/poll_commands": Hot(PollCommandsRequest, True, _poll_commands),
     "/api/agent/update_run": Hot(RunUpdate, False, _update_run),
@@ -180,7 +181,7 @@ def _serve(
     try:
         ctx.limiter.check(f"ip:{ip}", f"agent:{(agent_id or '')[:20]}")
         with ctx.autocommit.begin() as conn:
-            agent = ctx.gate.authenticate(conn, agent_id, token, ip)
+            agent = ctx.gate.authenticate(conn, agent_id, token, ip, hot.rechecks_agent)
             return hot.quick(ctx, conn, agent, body)
     except (Unauthorized, RateLimited):
         return None

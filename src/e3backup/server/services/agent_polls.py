@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, literal, or_, select, union_all, update
 
 from e3backup.server.db.base import utcnow
-from e3backup.server.db.models import Command, Run
+from e3backup.server.db.models import Agent, Command, Run
 from e3backup.server.schemas.runs import RunUpdate, RunUpdateAnswer
+from e3backup.server.services.agent_gate import AgentRef
 from e3backup.server.services.runs import PROGRESS_FIELDS, RESULT_FIELDS
 
 IN_PROGRESS = ("starting", "running")
@@ -55,8 +56,17 @@ _CLAIMABLE = select(literal("claim").label("kind"), Run.id).where(
         ),
     ),
 )
+# The caller is still enabled with this token hash (the auth cache may be older).
+_STILL_VALID = select(literal("agent").label("kind"), Agent.id).where(
+    Agent.id == bindparam("agent_id"),
+    Agent.status == "enabled",
+    Agent.token_hash == bindparam("token_hash"),
+)
 _POLL = union_all(_CANCELS, _COMMANDS)
-_POLL_AND_CLAIM = union_all(_CANCELS, _COMMANDS, _CLAIMABLE)
+_COMBINED = {
+    False: union_all(_CANCELS, _COMMANDS, _STILL_VALID),
+    True: union_all(_CANCELS, _COMMANDS, _STILL_VALID, _CLAIMABLE),
+}
 _OWN_RUN = select(Run.id).where(
     Run.id == bindparam("run_id"), Run.agent_id == bindparam("agent_id")
 )
@@ -86,21 +96,25 @@ def idle_poll(conn: Connection, agent_id: int, run_id: int | None) -> dict[str, 
 
 def idle_combined_poll(
     conn: Connection,
-    agent_id: int,
+    agent: AgentRef,
     run_id: int | None,
     claim: bool,
     grace_s: float,
     watchdog_s: float,
 ) -> dict[str, Any] | None:
     """The combined poll's answer in ONE statement when there is nothing to hand out (no
-    claimable run when `claim`, no pending command): cancel flags only, `run` null."""
+    claimable run when `claim`, no pending command): cancel flags only, `run` null. The same
+    statement re-checks that the agent is enabled with the cached token hash; if not, None (the
+    full path re-authenticates and answers 401)."""
     now = utcnow()
-    params: dict[str, Any] = {"agent_id": agent_id, "now": now}
+    params: dict[str, Any] = {"agent_id": agent.id, "now": now, "token_hash": agent.token_hash}
     if claim:
         params["grace_cutoff"] = now - timedelta(seconds=grace_s)
         params["watchdog_cutoff"] = now - timedelta(seconds=watchdog_s)
-    rows = conn.execute(_POLL_AND_CLAIM if claim else _POLL, params).all()
-    answer = _cancels_only(rows, run_id)
+    rows = conn.execute(_COMBINED[claim], params).all()
+    if not any(row.kind == "agent" for row in rows):
+        return None
+    answer = _cancels_only([row for row in rows if row.kind != "agent"], run_id)
     return None if answer is None else {"run": None, **answer}
 
 
