@@ -161,7 +161,7 @@ async def poll(call: AgentCallDep, body: PollRequest | None = None) -> PollAnswe
 
     def idle(conn: Connection, agent: AgentRef) -> dict[str, Any] | None:
         return agent_polls.idle_combined_poll(
-            conn, agent, request.run_id, request.claim, grace_s, watchdog_s
+            conn, call.ctx.gate, agent, request.run_id, request.claim, grace_s, watchdog_s
         )
 
     return PollAnswer(**await call.run(work, idle))

@@ -56,6 +56,7 @@ def _poll(ctx: ServerContext, conn: Connection, agent: AgentRef, body: PollReque
     settings = ctx.settings
     return agent_polls.idle_combined_poll(
         conn,
+        ctx.gate,
         agent,
         request.run_id,
         request.claim,

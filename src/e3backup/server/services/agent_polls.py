@@ -17,7 +17,7 @@ from sqlalchemy import Connection, and_, bindparam, literal, or_, select, union_
 from e3backup.server.db.base import utcnow
 from e3backup.server.db.models import Agent, Command, Run
 from e3backup.server.schemas.runs import RunUpdate, RunUpdateAnswer
-from e3backup.server.services.agent_gate import AgentRef
+from e3backup.server.services.agent_gate import AgentGate, AgentRef
 from e3backup.server.services.runs import PROGRESS_FIELDS, RESULT_FIELDS
 
 IN_PROGRESS = ("starting", "running")
@@ -96,6 +96,7 @@ def idle_poll(conn: Connection, agent_id: int, run_id: int | None) -> dict[str, 
 
 def idle_combined_poll(
     conn: Connection,
+    gate: AgentGate,
     agent: AgentRef,
     run_id: int | None,
     claim: bool,
@@ -104,8 +105,8 @@ def idle_combined_poll(
 ) -> dict[str, Any] | None:
     """The combined poll's answer in ONE statement when there is nothing to hand out (no
     claimable run when `claim`, no pending command): cancel flags only, `run` null. The same
-    statement re-checks that the agent is enabled with the cached token hash; if not, None (the
-    full path re-authenticates and answers 401)."""
+    statement re-checks that the agent is enabled with the cached token hash; if not, the cached
+    entry is dropped and None returned (the full path re-authenticates and answers 401)."""
     now = utcnow()
     params: dict[str, Any] = {"agent_id": agent.id, "now": now, "token_hash": agent.token_hash}
     if claim:
@@ -113,6 +114,7 @@ def idle_combined_poll(
         params["watchdog_cutoff"] = now - timedelta(seconds=watchdog_s)
     rows = conn.execute(_COMBINED[claim], params).all()
     if not any(row.kind == "agent" for row in rows):
+        gate.invalidate(agent.id)
         return None
     answer = _cancels_only([row for row in rows if row.kind != "agent"], run_id)
     return None if answer is None else {"run": None, **answer}
