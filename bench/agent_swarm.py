@@ -75,7 +75,7 @@ class Swarm:
             if not conn:
                 conn.extend(await asyncio.open_connection(self.host, self.port))
             status = await asyncio.wait_for(exchange(conn[0], conn[1], raw), TIMEOUT_S)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             self.errors.append(f"{route}: {type(exc).__name__}")
             if conn:
                 conn[1].close()

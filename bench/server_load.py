@@ -22,7 +22,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from agent_swarm import POLL_S, PROGRESS_S, run_swarm  # noqa: E402
 from bench_common import write_section  # noqa: E402
-from py_spy_profile import finish_py_spy, start_py_spy  # noqa: E402
 from e3backup.server.db.base import utcnow  # noqa: E402
 from e3backup.server.db.engine import make_engine, make_session_factory, session_scope  # noqa: E402
 from e3backup.server.db.migrate import upgrade  # noqa: E402
@@ -43,6 +42,7 @@ from e3backup.server.db.models import Agent, Job, Run, Tenant  # noqa: E402
 from e3backup.server.services.tokens import hash_token  # noqa: E402
 from fixtures.postgres_process import find_pg_bindir, running_postgres  # noqa: E402
 from fixtures.server_process import running_server  # noqa: E402
+from py_spy_profile import finish_py_spy, start_py_spy  # noqa: E402
 
 SERVER_CPUS = {0}  # the server has CPU 0 to itself; load generator (and PostgreSQL) on CPU 1
 CLIENT_CPUS = {1}
@@ -134,10 +134,8 @@ def pin(pid: int, cpus: set[int], children: bool = False) -> None:
         procs += procs[0].children(recursive=True)
     for proc in procs:
         for thread in proc.threads():
-            try:
+            with suppress(OSError):  # a thread that just ended
                 os.sched_setaffinity(thread.id, cpus)
-            except OSError:  # a thread that just ended
-                pass
 
 
 def cpu_seconds(pid: int, children: bool = False) -> float:
@@ -145,10 +143,8 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     procs = [root, *(root.children(recursive=True) if children else [])]
     total = 0.0
     for proc in procs:
-        try:
+        with suppress(psutil.NoSuchProcess):
             total += sum(proc.cpu_times()[:2])
-        except psutil.NoSuchProcess:
-            pass
     return total
 
 
@@ -156,16 +152,12 @@ def runqueue_wait_s(pid: int) -> float:
     """Seconds the process's threads spent runnable but waiting for a CPU (schedstat)."""
     total = 0
     for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        try:
+        with suppress(OSError, IndexError, ValueError):
             total += int(stat.read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            pass
     return total / 1e9
 
 
-def run_step(
-    db_url: str, n: int, args: argparse.Namespace, pg_pid: int | None
-) -> dict[str, Any]:
+def run_step(db_url: str, n: int, args: argparse.Namespace, pg_pid: int | None) -> dict[str, Any]:
     agents = populate(db_url, n, args.running_fraction)
     quiet = {"log_json": "false"}
     with (
@@ -222,7 +214,9 @@ def run_step(
     }
 
 
-def _pinned_swarm(url: str, agents: list[dict[str, Any]], duration: float, split: bool, queue: Any) -> None:
+def _pinned_swarm(
+    url: str, agents: list[dict[str, Any]], duration: float, split: bool, queue: Any
+) -> None:
     os.sched_setaffinity(0, CLIENT_CPUS)
     run_swarm(url, agents, duration, not split, queue)
 
@@ -345,7 +339,10 @@ def main() -> None:
         "--autogroup-nice", type=int, default=-10, help="this session's autogroup priority"
     )
     parser.add_argument(
-        "--no-pin-server", dest="pin_server", action="store_false", help="let the server use both CPUs"
+        "--no-pin-server",
+        dest="pin_server",
+        action="store_false",
+        help="let the server use both CPUs",
     )
     parser.add_argument("--keep-going", action="store_true")
     parser.add_argument("--no-write", action="store_true")

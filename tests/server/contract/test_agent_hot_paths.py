@@ -61,9 +61,9 @@ def test_combined_poll(make_server) -> None:
     acme.api("POST", f"/runs/{run['id']}/cancel")
     polled = agent.post("poll", {"run_id": run["id"]}).json()
     assert polled["run"] is None and polled["cancel_requested"] is True
-    assert polled["commands"] == agent.post("poll_commands", {"run_id": run["id"]}).json()[
-        "commands"
-    ]
+    assert (
+        polled["commands"] == agent.post("poll_commands", {"run_id": run["id"]}).json()["commands"]
+    )
     assert {"type": "cancel", "run_id": run["id"]}.items() <= polled["commands"][0].items()
 
     command = acme.api("POST", f"/jobs/{job['id']}/maintenance", json={"kind": "quick"}).json()
@@ -80,9 +80,7 @@ def test_combined_poll(make_server) -> None:
     assert Agent(server, agent.agent_id, "e3a_wrong").post("poll").status_code == 401
 
     with server_db(server) as sessions, sessions.begin() as db:  # as another replica would
-        db.execute(
-            update(AgentRow).where(AgentRow.id == agent.agent_id).values(status="disabled")
-        )
+        db.execute(update(AgentRow).where(AgentRow.id == agent.agent_id).values(status="disabled"))
     assert agent.post("poll").status_code == 401, "the poll re-checks the agent every time"
 
 

@@ -126,7 +126,9 @@ class AgentFastPath:
             time.perf_counter() - started
         )
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes | None, list[Message]]:
+    async def _read_body(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[bytes | None, list[Message]]:
         """The whole body (None when it is too large, or the client left: the app decides),
         and the messages read, to replay."""
         messages: list[Message] = []

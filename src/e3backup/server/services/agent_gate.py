@@ -128,7 +128,8 @@ class AgentGate:
             pending, self._seen = self._seen, {}
         if not pending:
             return 0
-        rows = [{"b_id": a, "b_seen": seen, "b_ip": ip} for a, (seen, ip) in pending.items()]
+        ids = list(pending)
+        rows = [{"b_id": a, "b_seen": pending[a][0], "b_ip": pending[a][1]} for a in ids]
         written = 0
         try:
             for start in range(0, len(rows), FLUSH_BATCH):
@@ -137,6 +138,6 @@ class AgentGate:
                 written = start + FLUSH_BATCH
         except Exception:  # keep the unwritten ones for the next pass; newer sightings win
             with self._lock:
-                self._seen = {r["b_id"]: pending[r["b_id"]] for r in rows[written:]} | self._seen
+                self._seen = {a: pending[a] for a in ids[written:]} | self._seen
             raise
         return len(rows)
