@@ -266,6 +266,20 @@ def report_step(row: dict[str, Any]) -> None:
         print(f"   {share:5.1f}%  {label}", flush=True)
 
 
+def capacity(rows: list[dict[str, Any]]) -> str:
+    """What the server's own CPU per request allows, whatever the rest of the machine does."""
+    parts = []
+    for db in dict.fromkeys(r["db"] for r in rows):
+        last = max((r for r in rows if r["db"] == db), key=lambda r: r["n"])
+        per_agent = last["rps"] / last["n"]  # requests per agent per second in this mix
+        agents = 1000 / last["cpu_ms"] / per_agent
+        parts.append(
+            f"{db}: {last['cpu_ms']:.2f} ms of server CPU per request at {last['n']} agents "
+            f"({per_agent:.2f} req/s each) ≈ {agents:.0f} agents per fully busy core"
+        )
+    return "Capacity from CPU alone — " + "; ".join(parts) + "."
+
+
 def tables(rows: list[dict[str, Any]]) -> list[str]:
     head = (
         "| database | agents | req/s | p50 ms | p99 ms | max ms | errors | server CPU ms/req "
@@ -296,7 +310,7 @@ def tables(rows: list[dict[str, Any]]) -> list[str]:
             )
     out = [
         "\n".join(lines),
-        f"Largest N with p99 < {P99_LIMIT_MS:.0f} ms and zero errors — {summary}.",
+        f"Largest N with p99 < {P99_LIMIT_MS:.0f} ms and zero errors — {summary}. {capacity(rows)}",
         "Per route (server-side mean from its own /metrics histogram):\n\n" + "\n".join(where),
     ]
     for r in rows:
