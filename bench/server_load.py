@@ -350,7 +350,7 @@ def main() -> None:
     )
     parser.add_argument("--py-spy", action="store_true", help="profile the server each step")
     parser.add_argument(
-        "--autogroup-nice", type=int, default=-10, help="this session's autogroup priority"
+        "--autogroup-nice", type=int, default=-20, help="this session's autogroup priority"
     )
     parser.add_argument(
         "--no-pin-server",
