@@ -192,18 +192,28 @@ def test_policy_from_the_job() -> None:
         parse_policy({"compression": "lz4"})
 
 
+_BAD_COMMANDS = b'[{"type": 5}, {"command_id": 9, "type": "nas_mount"}]'
+
+
 class _BadServer(BaseHTTPRequestHandler):
-    """Answers like a broken server: next_run with half a run, commands with one bad entry."""
+    """Answers like a broken server: half a run, commands with one bad entry."""
+
+    combined_poll = True  # False: a server from before the combined poll (404)
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         answers = {
             "/api/agent/next_run": b'{"run_type": "backup"}',
             "/api/agent/poll_commands": (
-                b'{"commands": [{"type": 5}, {"command_id": 9, "type": "nas_mount"}],'
-                b' "cancel_requested": false}'
+                b'{"commands": ' + _BAD_COMMANDS + b', "cancel_requested": false}'
+            ),
+            "/api/agent/poll": (
+                b'{"run": {"run_type": "backup"}, "commands": ' + _BAD_COMMANDS + b"}"
             ),
         }
+        if self.path == "/api/agent/poll" and not self.combined_poll:
+            self.send_error(404)
+            return
         body = answers.get(self.path, b'{"status": "success"}')
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -215,8 +225,15 @@ class _BadServer(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_malformed_answer_is_logged_and_skipped(tmp_path: Path) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _BadServer)
+class _OldServer(_BadServer):
+    combined_poll = False
+
+
+@pytest.mark.parametrize("handler", [_BadServer, _OldServer], ids=["combined", "old-server"])
+def test_a_malformed_answer_is_logged_and_skipped(
+    tmp_path: Path, handler: type[_BadServer]
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         config = AgentConfig(
@@ -235,6 +252,7 @@ def test_a_malformed_answer_is_logged_and_skipped(tmp_path: Path) -> None:
         assert runner.poll_once() <= 1.2  # did not raise, did not back off
         assert runner.backoff.failures == 0
         assert runner.busy  # the good command was queued for the command thread
+        assert runner._combined_poll is handler.combined_poll
     finally:
         server.shutdown()
         server.server_close()

@@ -19,7 +19,14 @@ from pydantic import BaseModel, ValidationError
 from e3backup import __version__
 from e3backup.agent import tls
 from e3backup.agent.config import AgentConfig
-from e3backup.agent.wire import AgentCommand, EnrollAnswer, PollAnswer, RunAssignment, UpdateAnswer
+from e3backup.agent.wire import (
+    AgentCommand,
+    CombinedPollAnswer,
+    EnrollAnswer,
+    PollAnswer,
+    RunAssignment,
+    UpdateAnswer,
+)
 from e3backup.core.errors import E3Error
 
 log = logging.getLogger(__name__)
@@ -138,13 +145,23 @@ class AgentClient:
         `run_id` has a cancel request."""
         body = {"run_id": run_id} if run_id is not None else {}
         answer = self._typed(PollAnswer, self.post("poll_commands", body), "poll_commands")
-        out = []
-        for raw in answer.commands:
+        return _commands(answer), answer.cancel_requested
+
+    def poll(
+        self, run_id: int | None, claim: bool
+    ) -> tuple[RunAssignment | None, list[AgentCommand]]:
+        """The combined poll: next_run's run (when `claim`; a malformed one is logged and
+        skipped) and poll_commands' commands, in one request. A server without it answers 404
+        (`ServerRejected`); the caller then uses next_run + poll_commands."""
+        body = {"run_id": run_id, "claim": claim}
+        answer = self._typed(CombinedPollAnswer, self.post("poll", body), "poll")
+        run = None
+        if answer.run is not None:
             try:
-                out.append(AgentCommand.model_validate(raw))
+                run = RunAssignment.model_validate(answer.run)
             except ValidationError as exc:
-                log.warning("skipping a malformed command from the server: %s", _short(exc))
-        return out, answer.cancel_requested
+                log.warning("skipping a bad run assignment: poll: %s", _short(exc))
+        return run, _commands(answer)
 
     def complete_command(
         self, command_id: int, status: str, result: Any = None, error: str | None = None
@@ -172,3 +189,13 @@ def _detail(response: httpx.Response) -> str:
 
 def _short(exc: Exception) -> str:
     return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+def _commands(answer: PollAnswer) -> list[AgentCommand]:
+    out = []
+    for raw in answer.commands:
+        try:
+            out.append(AgentCommand.model_validate(raw))
+        except ValidationError as exc:
+            log.warning("skipping a malformed command from the server: %s", _short(exc))
+    return out

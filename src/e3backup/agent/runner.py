@@ -67,6 +67,7 @@ class Runner:
             target=self._command_loop, name="agent-commands", daemon=True
         )
         self._next_volumes = 0.0
+        self._combined_poll = True
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -110,11 +111,9 @@ class Runner:
         """One round; returns how long to wait before the next."""
         try:
             deliver(self.client, self.outbox)
-            if self._backup_thread is None or not self._backup_thread.is_alive():
+            if self._backup_thread is not None and not self._backup_thread.is_alive():
                 self._backup_thread = None
-                self._claim_next_run()
-            active = next(iter(self._supervisors), None)
-            found, _ = self.client.poll_commands(active)
+            found = self._poll()
             for command in found:
                 self._dispatch(command)
             self._maybe_report_volumes()
@@ -128,6 +127,28 @@ class Runner:
         self.backoff.reset()
         interval = ACTIVE_POLL_S if self._supervisors else self.config.poll_interval_s
         return jittered(min(interval, self.config.poll_interval_s))
+
+    def _poll(self) -> list[AgentCommand]:
+        """A run to start (when no backup is running) and the pending commands: one combined
+        poll, or next_run + poll_commands with a server that predates it (404)."""
+        claim = self._backup_thread is None
+        if self._combined_poll:
+            active = next(iter(self._supervisors), None)
+            try:
+                assignment, found = self.client.poll(active, claim)
+            except ServerRejected as exc:
+                if exc.status_code != 404:
+                    raise
+                log.info("the server has no combined poll; using next_run + poll_commands")
+                self._combined_poll = False
+            else:
+                if assignment is not None:
+                    self._accept(assignment)
+                return found
+        if claim:
+            self._claim_next_run()
+        found, _ = self.client.poll_commands(next(iter(self._supervisors), None))
+        return found
 
     def _claim_next_run(self) -> None:
         """A malformed assignment is logged and skipped; the commands are still polled."""

@@ -84,6 +84,10 @@ class PollAnswer(Wire):
     cancel_requested: bool = False
 
 
+class CombinedPollAnswer(PollAnswer):
+    run: dict[str, Any] | None = Field(default=None, repr=False)  # a RunAssignment, checked alone
+
+
 class UpdateAnswer(Wire):
     status: str
     cancel_requested: bool = False

@@ -18,6 +18,8 @@ from e3backup.cli.server_opts import (
 )
 from e3backup.core.errors import UsageError
 
+KEEP_ALIVE_S = 75
+
 app = typer.Typer(
     help="The control server: agent API, client API, scheduler and watchdog.",
     invoke_without_command=True,
@@ -68,6 +70,9 @@ def serve(
             log_level="info",
             log_config=None,  # uvicorn's loggers go through the root handler configured above
             access_log=False,
+            # agents poll every 5 s (60 s while backing off): keep their connections open
+            # rather than make each poll a new TCP connection racing uvicorn's 5 s default
+            timeout_keep_alive=KEEP_ALIVE_S,
             timeout_graceful_shutdown=10,
         )
     finally:

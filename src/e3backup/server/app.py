@@ -23,6 +23,7 @@ from e3backup.server.api import (
     v1_points,
     v1_runs,
 )
+from e3backup.server.api.agent_fast import AgentFastPath
 from e3backup.server.context import ServerContext
 from e3backup.server.db import migrate
 from e3backup.server.metrics import DatabaseCollector, LatencyMiddleware, new_registry
@@ -79,4 +80,5 @@ def create_app(settings: ServerSettings, ctx: ServerContext | None = None) -> Fa
     registry, latency = new_registry()
     app.state.metrics_registry = registry
     app.add_middleware(LatencyMiddleware, histogram=latency)
+    app.add_middleware(AgentFastPath, histogram=latency, max_body_bytes=settings.max_body_bytes)
     return app

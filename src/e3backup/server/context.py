@@ -23,6 +23,7 @@ class ServerContext:
     box: SecretBox
     limiter: FailureLimiter
     gate: AgentGate
+    autocommit: Engine  # the same pool; each statement its own transaction (hot agent calls)
 
     @classmethod
     def open(cls, settings: ServerSettings) -> ServerContext:
@@ -38,6 +39,7 @@ class ServerContext:
             box=SecretBox.from_key_file(settings.key_path),
             limiter=FailureLimiter(settings.auth_failure_limit, settings.auth_failure_window_s),
             gate=AgentGate(engine),
+            autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
         )
 
     def close(self) -> None:

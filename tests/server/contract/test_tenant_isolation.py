@@ -76,6 +76,7 @@ ROUTES: dict[tuple[str, str], tuple[dict[str, Any] | None, set[int]]] = {
     ),
     ("POST", "/api/agent/push_logs"): ({"run_id": "{run_id}", "lines": [{"message": "x"}]}, DENIED),
     ("POST", "/api/agent/poll_commands"): ({"run_id": "{run_id}"}, {200}),
+    ("POST", "/api/agent/poll"): ({"run_id": "{run_id}"}, {200}),
     ("POST", "/api/agent/complete_command"): ({"command_id": "{command_id}"}, DENIED),
     ("POST", "/api/agent/report_vms"): ({"vms": [], "command_id": "{command_id}"}, DENIED),
     ("POST", "/api/agent/report_volumes"): ({"volumes": []}, {200}),
@@ -159,6 +160,8 @@ def test_every_route_refuses_another_tenants_ids(make_server) -> None:
             assert not [i for i in answer.json()["items"] if _is_tenant_a(i, ids)], (method, path)
         if template == "/api/agent/poll_commands":
             assert answer.json() == {"commands": [], "cancel_requested": False}
+        if template == "/api/agent/poll":  # tenant A's queued run and command stay A's
+            assert answer.json() == {"run": None, "commands": [], "cancel_requested": False}
         no_auth = httpx.request(method, f"{server.url}{path}", json=filled, timeout=60)
         assert no_auth.status_code == 401, (method, path, "without credentials")
 

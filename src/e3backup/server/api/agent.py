@@ -21,8 +21,10 @@ from e3backup.server.schemas.agent import (
     EnrollRequest,
     NextRunRequest,
     Ok,
+    PollAnswer,
     PollCommandsAnswer,
     PollCommandsRequest,
+    PollRequest,
     ReportBrowse,
     ReportVms,
     ReportVolumes,
@@ -141,6 +143,28 @@ async def poll_commands(
         lambda conn, agent: agent_polls.idle_poll(conn, agent.id, run_id),
     )
     return PollCommandsAnswer(**answer)
+
+
+@router.post("/poll", response_model=PollAnswer)
+async def poll(call: AgentCallDep, body: PollRequest | None = None) -> PollAnswer:
+    """next_run (when `claim`) and poll_commands in one call: what a polling agent needs.
+    An idle agent costs one indexed statement; the old pair of calls keeps working."""
+    request = body or PollRequest()
+    settings = call.ctx.settings
+    grace_s, watchdog_s = settings.agent_reclaim_grace_s, settings.agent_watchdog_timeout_s
+
+    def work(db: Session, agent: Agent) -> dict[str, Any]:
+        run = None
+        if request.claim:
+            run = claims.next_run(db, call.ctx.box, agent, grace_s, watchdog_s)
+        return {"run": run, **commands.poll(db, call.ctx.box, agent, request.run_id)}
+
+    def idle(conn: Connection, agent: AgentRef) -> dict[str, Any] | None:
+        return agent_polls.idle_combined_poll(
+            conn, call.ctx.gate, agent, request.run_id, request.claim, grace_s, watchdog_s
+        )
+
+    return PollAnswer(**await call.run(work, idle))
 
 
 @router.post("/complete_command", response_model=Ok)

@@ -52,7 +52,10 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
+    # No pool_pre_ping: it costs a round trip on every checkout (most of an idle agent poll).
+    # After a database restart the first statement on each stale connection fails and
+    # SQLAlchemy invalidates the pool; callers retry (agents do, on a 5xx).
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

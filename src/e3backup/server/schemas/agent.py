@@ -42,6 +42,20 @@ class PollCommandsAnswer(BaseModel):
     cancel_requested: bool
 
 
+class PollRequest(WriteModel):
+    """The combined poll: `claim` asks for a run as next_run does (an agent busy with a backup
+    sends false); `run_id` is the run whose cancel flag the agent wants, as in poll_commands."""
+
+    run_id: Id | None = None
+    claim: bool = True
+
+
+class PollAnswer(BaseModel):
+    run: dict[str, Any] | None = Field(description="next_run's NextRunResponse, or null")
+    commands: list[dict[str, Any]]
+    cancel_requested: bool
+
+
 class CompleteCommand(WriteModel):
     command_id: Id
     status: Literal["completed", "failed"] = "completed"

@@ -31,6 +31,7 @@ from e3backup.server.services.errors import Unauthorized
 AUTH_CACHE_TTL_S = 5.0
 LAST_SEEN_FLUSH_S = 5.0
 _MAX_CACHED = 200_000
+FLUSH_BATCH = 250  # rows per flush transaction: short write locks, short GIL holds
 _BAD = "unknown agent or wrong agent token"
 
 _LOAD = select(Agent.id, Agent.tenant_id, Agent.token_hash, Agent.status, Agent.last_ip).where(
@@ -66,14 +67,21 @@ class AgentGate:
         self._lock = threading.Lock()
 
     def authenticate(
-        self, conn: Connection, agent_id: str | None, token: str | None, ip: str
+        self,
+        conn: Connection,
+        agent_id: str | None,
+        token: str | None,
+        ip: str,
+        rechecked: bool = False,
     ) -> AgentRef:
-        """The agent, or Unauthorized; records it as seen (in memory)."""
+        """The agent, or Unauthorized; records it as seen (in memory). `rechecked`: the caller's
+        own statement re-checks status and token hash in the database (the combined poll), so
+        a cached entry of any age will do."""
         if not agent_id or not token or not agent_id.isdigit() or len(agent_id) > 18:
             raise Unauthorized(_BAD)
         key = int(agent_id)
         ref = self._cache.get(key)
-        if ref is None or time.monotonic() - ref.loaded_at > self.ttl_s:
+        if ref is None or (not rechecked and time.monotonic() - ref.loaded_at > self.ttl_s):
             ref = self._load(conn, key)
         digest = hashlib.sha256(token.encode()).hexdigest()
         if not hmac.compare_digest(digest, ref.token_hash):
@@ -114,17 +122,22 @@ class AgentGate:
             self._seen.pop(agent_id, None)
 
     def flush_last_seen(self) -> int:
-        """Write the buffered last_seen/last_ip values in one statement; how many agents."""
+        """Write the buffered last_seen/last_ip values, FLUSH_BATCH rows per transaction; how
+        many agents."""
         with self._lock:
             pending, self._seen = self._seen, {}
         if not pending:
             return 0
-        rows = [{"b_id": a, "b_seen": seen, "b_ip": ip} for a, (seen, ip) in pending.items()]
+        ids = list(pending)
+        rows = [{"b_id": a, "b_seen": pending[a][0], "b_ip": pending[a][1]} for a in ids]
+        written = 0
         try:
-            with self.engine.begin() as conn:
-                conn.execute(_TOUCH, rows)
-        except Exception:  # keep them for the next pass; newer sightings win
+            for start in range(0, len(rows), FLUSH_BATCH):
+                with self.engine.begin() as conn:
+                    conn.execute(_TOUCH, rows[start : start + FLUSH_BATCH])
+                written = start + FLUSH_BATCH
+        except Exception:  # keep the unwritten ones for the next pass; newer sightings win
             with self._lock:
-                self._seen = pending | self._seen
+                self._seen = {a: pending[a] for a in ids[written:]} | self._seen
             raise
         return len(rows)

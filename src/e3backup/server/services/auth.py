@@ -179,8 +179,8 @@ class FailureLimiter:
     def check(self, *keys: str) -> None:
         now = time.monotonic()
         with self._lock:
-            for key in keys:
-                if len(self._recent(key, now)) >= self.limit:
+            for key in keys:  # an unknown key (every good caller) adds no entry
+                if key in self._failures and len(self._recent(key, now)) >= self.limit:
                     raise RateLimited("too many failed attempts; try again in a minute")
 
     def failed(self, *keys: str) -> None:
