@@ -28,6 +28,9 @@ from world import WebWorld, build_world
 
 from fixtures.real import missing
 from fixtures.server_process import running_server
+from fixtures.vm import guest_image
+
+__all__ = ["guest_image"]  # the tiny QEMU guest, for test_e2e_browser.py
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
