@@ -39,6 +39,26 @@ def test_config_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_hyperv_section_is_read_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    section = "[hyperv]\nstate_dir = 'D:\\E3B\\hv'\npowershell = \"pwsh\"\njob_timeout_s = 600\n"
+    path.write_text(section)
+    loaded = load_config(path)
+    assert (loaded.hyperv.state_dir, loaded.hyperv.powershell) == ("D:\\E3B\\hv", "pwsh")
+    assert loaded.hyperv.job_timeout_s == 600.0
+    save_config(loaded)
+    assert load_config(path) == loaded  # round trip
+    for bad, message in (
+        ("[hyperv]\nstate_dri = 'x'\n", "unknown setting.*hyperv.state_dri"),
+        ("[hyperv]\njob_timeout_s = 0\n", "job_timeout_s must be positive"),
+        ("[hyperv]\njob_timeout_s = 'soon'\n", "bad agent config"),
+        ("hyperv = 3\n", r"\[hyperv\] must be a table"),
+    ):
+        path.write_text(bad)
+        with pytest.raises(UsageError, match=message):
+            load_config(path)
+
+
 def test_plain_http_to_a_remote_server_is_refused(tmp_path: Path) -> None:
     out = e3backup(
         "agent",

@@ -13,8 +13,9 @@ from agent_harness import agent_id_of, configure_qemu, deployment, running_agent
 
 def test_browse_and_maintenance_commands(tmp_path: Path) -> None:
     (tmp_path / "pick-me").mkdir()
-    image = tmp_path / "small.img"
+    image, other = tmp_path / "small.img", tmp_path / "other.img"
     image.write_bytes(os.urandom(256 * 1024))
+    other.write_bytes(os.urandom(128 * 1024))
     with deployment(tmp_path) as dep:
         config = dep.enroll()
         agent_id = agent_id_of(config)
@@ -25,6 +26,16 @@ def test_browse_and_maintenance_commands(tmp_path: Path) -> None:
             dest_type="local",
             dest_local_path=str(tmp_path / "repo"),
             retention_json={"keep_last": 1},
+        )
+        # Another job into the same repository, keeping more: job 1's retention and its
+        # maintenance must never forget job 2's snapshots.
+        neighbour = dep.create_job(
+            agent_id,
+            engine="disk_image",
+            disk_source_volume=str(other),
+            dest_type="local",
+            dest_local_path=str(tmp_path / "repo"),
+            retention_json={"keep_last": 5},
         )
         with running_agent(config):
             listing = dep.post(f"/api/v1/agents/{agent_id}/browse", {"path": str(tmp_path)})
@@ -43,14 +54,18 @@ def test_browse_and_maintenance_commands(tmp_path: Path) -> None:
             assert entries[0]["type"] == "dir"
             assert "pick-me" in [e["name"] for e in entries]
             for _ in range(2):
+                assert dep.wait_status(dep.run_now(neighbour["id"]))["status"] == "success"
                 assert dep.wait_status(dep.run_now(job["id"]))["status"] == "success"
             snapshots = list((tmp_path / "repo" / "snapshots").iterdir())
-            assert len(snapshots) == 1, "retention keep_last=1 ran after the backup"
+            assert len(snapshots) == 3, "keep_last=1 for job 1 after its backup; job 2 kept 2"
             for kind in ("quick", "full"):
                 command = dep.post(f"/api/v1/jobs/{job['id']}/maintenance", {"kind": kind})
                 done = dep.wait_command(command["id"])
                 assert done["status"] == "completed", done
                 assert done["result"]["check_ok"] and done["result"]["mode"] == kind
+                sources = done["result"]["repository_stats"]["sources"]  # the Repositories page
+                counts = {s["source_name"]: s["snapshots"] for s in sources}
+                assert counts == {str(image): 1, str(other): 2}, sources
 
 
 def test_cancel_a_kvm_backup_leaves_the_guest_thawed_and_no_export(

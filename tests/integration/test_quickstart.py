@@ -1,10 +1,12 @@
-"""`e3backup quickstart` for real: a detached server and agent, a first backup through the API,
-idempotent re-runs, a restart after a stale PID file, `--stop`, and the refusals (port in use,
-a PID file naming a process it did not start)."""
+"""`e3backup quickstart` for real (the README's first command): a detached server and agent, a
+first backup through the API, a person signing in to the web UI with the printed password and
+seeing the backup, idempotent re-runs, a restart after a stale PID file, `--stop`, and the
+refusals (port in use, a PID file naming a process it did not start)."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +21,7 @@ from cli_harness import Cli, Run, assert_one_line_error
 
 from e3backup.cli.quickstart_setup import Layout, stop_all
 from e3backup.exec import pidfile
+from fixtures.browser import chromium
 from fixtures.seaweed_process import free_ports
 
 SAMPLE = "32M"
@@ -78,6 +81,35 @@ def assert_backed_up(directory: Path, summary: dict[str, Any]) -> None:
         assert len(client.get("/api/v1/jobs").json()["items"]) == 1
 
 
+def sign_in_and_see_the_backup(directory: Path, summary: dict[str, Any]) -> None:
+    """What a person does next: open the printed URL, sign in with the printed password, see
+    the sample job's run on the dashboard and its repository, and its backup point through the
+    client API with the browser's session cookie."""
+    problems: list[str] = []
+    with chromium() as browser:
+        page = browser.new_page(base_url=summary["server_url"])
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        page.goto("/")
+        page.get_by_label("Email").fill(summary["email"])
+        page.get_by_label("Password").fill(summary["admin_password"])
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(re.compile(r".*/$"))
+        assert page.locator("#runs-24h").inner_text() == "1"
+        assert re.search(r"success\s+1", page.locator("#run-counts").inner_text())
+        assert page.locator("#agents-online").inner_text() == "1"
+        storage = page.locator("#repositories").inner_text()
+        assert str(directory / "repo") in storage and "quickstart disk image" in storage, storage
+        page.goto("/repositories")
+        card = page.locator("article.repo-card", has_text=str(directory / "repo"))
+        assert card.locator(".repo-snapshots").inner_text() == "1"
+        assert str(directory / "disk.img") in card.locator(".repo-sources").inner_text()
+        points = page.request.get("/api/v1/backup_points").json()["items"]
+        (point,) = [p for p in points if p["id"] == summary["backup_point_id"]]
+        assert point["job_id"] == summary["job_id"] and point["is_restorable"], point
+    assert not problems, problems
+
+
 def test_quickstart_server_agent_backup_rerun_and_stop(demo_dir: Path) -> None:
     port = free_ports(1)[0]
     first = quickstart(demo_dir, port, "--json")
@@ -89,6 +121,8 @@ def test_quickstart_server_agent_backup_rerun_and_stop(demo_dir: Path) -> None:
     for secret in ("admin-password", "api-token", "agent.toml"):
         assert oct((demo_dir / secret).stat().st_mode & 0o777) == "0o600", secret
     password = (demo_dir / "admin-password").read_text().strip()
+    assert summary["admin_password"] == password and summary["email"] == "admin@demo.local"
+    sign_in_and_see_the_backup(demo_dir, summary)
     with httpx.Client(base_url=summary["server_url"], timeout=30) as client:
         login = client.post(
             "/api/v1/auth/login", json={"email": "admin@demo.local", "password": password}
@@ -101,6 +135,11 @@ def test_quickstart_server_agent_backup_rerun_and_stop(demo_dir: Path) -> None:
     assert "server already running" in again.stdout and "agent already running" in again.stdout
     assert password not in again.stdout, "the password is shown once, when it is made"
     assert (demo_dir / "admin-password").read_text().strip() == password
+    summary_lines = again.stdout[again.stdout.index("open http") :].splitlines()
+    assert summary_lines[0] == (
+        f"open {summary['server_url']} and sign in as admin@demo.local "
+        f"(password in {demo_dir / 'admin-password'})"
+    ), "the summary starts with the UI's URL"
     assert "/api/v1/backup_points" in again.stdout and "quickstart --stop" in again.stdout
 
     os.kill(summary["server_pid"], signal.SIGKILL)  # its PID file is now stale
@@ -108,6 +147,7 @@ def test_quickstart_server_agent_backup_rerun_and_stop(demo_dir: Path) -> None:
     restarted = quickstart(demo_dir, port, "--json")
     assert restarted.returncode == 0, restarted.describe()
     third = restarted.json()
+    assert third["admin_password"] is None, "printed once, on the run that made it"
     assert third["server_pid"] != summary["server_pid"]
     assert third["agent_pid"] == summary["agent_pid"]
     assert_backed_up(demo_dir, third)

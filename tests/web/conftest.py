@@ -26,22 +26,12 @@ from typing import Any
 import pytest
 from world import WebWorld, build_world
 
-from fixtures.real import missing
+from fixtures.browser import chromium
 from fixtures.server_process import running_server
 from fixtures.vm import guest_image
 
 __all__ = ["guest_image"]  # the tiny QEMU guest, for test_e2e_browser.py
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 AXE_JS = Path(__file__).parent / "vendor" / "axe-4.10.3.min.js"
 ARTIFACTS = Path(
     os.environ.get("E3BACKUP_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts")
@@ -59,16 +49,8 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorld]:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright is not installed (pip install -e '.[dev]')")
-    if not CHROMIUM.exists():
-        missing("chromium is not installed (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @dataclass

@@ -21,6 +21,8 @@ class Runner(Protocol):
 
     def qemu_settings(self) -> dict[str, Any]: ...
 
+    def hyperv_settings(self) -> dict[str, Any]: ...
+
     def run_engine_for_command(self, task: EngineTask, kind: str) -> dict[str, Any]: ...
 
     def complete(
@@ -74,7 +76,8 @@ def execute(runner: Runner, command: AgentCommand) -> None:
         status = "completed" if result.get("status") in OK_STATUSES else "failed"
         runner.complete(command, status, result.get("result"), result.get("error"))
     elif kind == "list_vms":
-        runner.client.report_vms(inventory.list_vms(runner.qemu_settings()), command.command_id)
+        vms = inventory.list_vms(runner.qemu_settings(), runner.hyperv_settings())
+        runner.client.report_vms(vms, command.command_id)
     elif kind == "browse_directory":
         listing = browse.browse(str(command.payload.get("path") or ""))
         if command.command_id is not None:

@@ -15,6 +15,11 @@ server_cert_pem = "-----BEGIN CERTIFICATE-----..."
 [qemu]
 qmp_glob = "/run/e3backup/vms/*.qmp"   # one QMP socket per VM
 qga_name = "{stem}.qga"                 # its guest-agent socket, beside it
+
+[hyperv]                                # Windows hosts (every key optional)
+state_dir = 'D:\\E3Backup\\hyperv'    # RCT records; default %PROGRAMDATA%\\E3Backup\\hyperv
+powershell = "pwsh"                     # default: powershell.exe, else pwsh
+job_timeout_s = 1800.0                  # one Hyper-V WMI job (snapshot, conversion)
 ```
 """
 
@@ -33,6 +38,7 @@ from e3backup.core.errors import UsageError
 
 CONFIG_NAME = "agent.toml"
 DEFAULT_POLL_INTERVAL_S = 5.0
+DEFAULT_HYPERV_JOB_TIMEOUT_S = 1800.0
 
 
 def default_config_path() -> Path:
@@ -54,6 +60,20 @@ class QemuSettings:
 
 
 @dataclass
+class HypervSettings:
+    state_dir: str = ""  # default: %PROGRAMDATA%\E3Backup\hyperv
+    powershell: str = ""  # default: powershell.exe if present, else pwsh
+    job_timeout_s: float = DEFAULT_HYPERV_JOB_TIMEOUT_S
+
+    def check(self) -> None:
+        self.job_timeout_s = float(self.job_timeout_s)
+        if self.job_timeout_s <= 0:
+            raise ValueError("hyperv.job_timeout_s must be positive")
+        if not isinstance(self.state_dir, str) or not isinstance(self.powershell, str):
+            raise ValueError("hyperv.state_dir and hyperv.powershell must be strings")
+
+
+@dataclass
 class AgentConfig:
     server_url: str = ""
     agent_id: int | None = None
@@ -64,6 +84,7 @@ class AgentConfig:
     server_cert_pem: str = ""
     state_dir: str = ""  # default: <config dir>/state
     qemu: QemuSettings = field(default_factory=QemuSettings)
+    hyperv: HypervSettings = field(default_factory=HypervSettings)
     path: Path = field(default_factory=default_config_path, compare=False)
 
     @property
@@ -95,16 +116,22 @@ def load_config(path: Path | None = None) -> AgentConfig:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read the agent config {path}: {exc}") from None
-    qemu = doc.pop("qemu", {}) or {}
-    known = set(AgentConfig.__dataclass_fields__) - {"qemu", "path"}
-    unknown = sorted(set(doc) - known) + sorted(
-        f"qemu.{k}" for k in set(qemu) - set(QemuSettings.__dataclass_fields__)
-    )
+    sections = {name: doc.pop(name, {}) or {} for name in ("qemu", "hyperv")}
+    known = set(AgentConfig.__dataclass_fields__) - {"qemu", "hyperv", "path"}
+    unknown = sorted(set(doc) - known)
+    for name, kind in (("qemu", QemuSettings), ("hyperv", HypervSettings)):
+        if not isinstance(sections[name], dict):
+            raise UsageError(f"bad agent config {path}: [{name}] must be a table")
+        unknown += sorted(
+            f"{name}.{k}" for k in set(sections[name]) - set(kind.__dataclass_fields__)
+        )
     if unknown:
         raise UsageError(f"unknown setting(s) in {path}: {', '.join(unknown)}")
     try:
-        config = AgentConfig(**doc, qemu=QemuSettings(**qemu), path=path)
+        qemu, hyperv = QemuSettings(**sections["qemu"]), HypervSettings(**sections["hyperv"])
+        config = AgentConfig(**doc, qemu=qemu, hyperv=hyperv, path=path)
         config.poll_interval_s = float(config.poll_interval_s)
+        hyperv.check()
     except (TypeError, ValueError) as exc:
         raise UsageError(f"bad agent config {path}: {exc}") from None
     if config.poll_interval_s <= 0:

@@ -1,6 +1,6 @@
 """What this host has: QEMU VMs behind the QMP sockets the config names (`qemu.qmp_glob`, the
-guest-agent socket beside each, `qemu.qga_name`), and volumes (block devices, LVs, mounted
-filesystems) reported to the server periodically."""
+guest-agent socket beside each, `qemu.qga_name`), on Windows the Hyper-V VMs (hyperv_host.py),
+and volumes (block devices, LVs, mounted filesystems) reported to the server periodically."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from e3backup.agent import hyperv_host
 from e3backup.core.errors import CommandFailed, E3Error
 from e3backup.exec.command import Command
+from e3backup.sources.hypervisors.hyperv.powershell import Transport
 from e3backup.sources.hypervisors.qemu.provider import QemuEndpoint, QemuProvider
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,24 @@ def qemu_provider(qemu: dict[str, Any]) -> QemuProvider:
     return QemuProvider(qemu_endpoints(qemu), Path(scratch) if scratch else None)
 
 
-def list_vms(qemu: dict[str, Any]) -> list[dict[str, Any]]:
-    """The seed's VM inventory for report_vms; a VM that cannot be described is skipped."""
+def list_vms(
+    qemu: dict[str, Any],
+    hyperv: dict[str, Any] | None = None,
+    platform: str | None = None,
+    hyperv_transport: Transport | None = None,
+) -> list[dict[str, Any]]:
+    """The seed's VM inventory for report_vms: QEMU VMs, plus Hyper-V's on a Windows host.
+    A VM (or Hyper-V as a whole) that cannot be described is skipped with a warning."""
+    out = qemu_vms(qemu)
+    if hyperv is not None and hyperv_host.supported(platform):
+        try:
+            out += hyperv_host.inventory(hyperv_host.provider(hyperv, (), hyperv_transport))
+        except E3Error as exc:
+            log.warning("cannot list the Hyper-V VMs of this host: %s", exc)
+    return out
+
+
+def qemu_vms(qemu: dict[str, Any]) -> list[dict[str, Any]]:
     provider = qemu_provider(qemu)
     out = []
     for endpoint in provider.endpoints:

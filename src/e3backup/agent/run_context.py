@@ -34,6 +34,7 @@ class EngineTask:
     job: dict[str, Any] = field(repr=False)
     payload: dict[str, Any] = field(default_factory=dict, repr=False)
     qemu: dict[str, Any] = field(default_factory=dict)
+    hyperv: dict[str, Any] = field(default_factory=dict)  # the config's [hyperv] section
     log_level: int = 20
 
     def secrets(self) -> list[str]:

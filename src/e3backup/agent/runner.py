@@ -13,6 +13,7 @@ import queue
 import random
 import threading
 import time
+from dataclasses import asdict
 from typing import Any
 
 from e3backup.agent import commands
@@ -154,7 +155,13 @@ class Runner:
                 "warn",
                 message=f"resuming after an agent restart (attempt {attempt})",
             )
-        task = EngineTask("backup", run.run_id, run.model_dump(), qemu=self.qemu_settings())
+        task = EngineTask(
+            "backup",
+            run.run_id,
+            run.model_dump(),
+            qemu=self.qemu_settings(),
+            hyperv=self.hyperv_settings(),
+        )
         self._start_supervisor(RunSupervisor(task, reporter, self.ledger, "backup"))
 
     def _report_again(self, run_id: int, seen: dict[str, Any]) -> None:
@@ -183,6 +190,9 @@ class Runner:
     def qemu_settings(self) -> dict[str, Any]:
         q = self.config.qemu
         return {"qmp_glob": q.qmp_glob, "qga_name": q.qga_name, "scratch_dir": q.scratch_dir}
+
+    def hyperv_settings(self) -> dict[str, Any]:
+        return asdict(self.config.hyperv)
 
     # --- commands -------------------------------------------------------------------------------
 

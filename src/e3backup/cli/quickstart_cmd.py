@@ -52,13 +52,15 @@ def quickstart(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Start a control server and an enrolled local agent, then take a first backup. Under
-    --dir: the server's SQLite database and key (server/), the agent's config (agent.toml),
-    the admin password (admin-password) and an API token (api-token), both 0600, a sample disk
-    (disk.img), the encrypted repository (repo/) and logs. The repository password is generated
-    and kept only by the server, encrypted. Run again: what exists is reused (stopped processes
-    are restarted) and another backup is taken. --stop stops the server and agent by their PID
-    files and leaves everything else. Exit 1 when the backup does not succeed.
+    """Start a control server (web UI and API) and an enrolled local agent, then take a first
+    backup; sign in at the printed URL with the admin e-mail and the password printed when it
+    is made. Under --dir: the server's SQLite database and key (server/), the agent's config
+    (agent.toml), the admin password (admin-password) and an API token (api-token), both 0600,
+    a sample disk (disk.img), the encrypted repository (repo/) and logs. The repository
+    password is generated and kept only by the server, encrypted. Run again: what exists is
+    reused (stopped processes are restarted) and another backup is taken. --stop stops the
+    server and agent by their PID files and leaves everything else. Exit 1 when the backup does
+    not succeed.
     """
     layout = setup.Layout.at(directory)
     if stop:
@@ -71,7 +73,7 @@ def quickstart(
     password = setup.bootstrap_database(layout)
     if password is not None:
         say(f"tenant {setup.TENANT} and admin user {setup.ADMIN_EMAIL} created")
-        say(f"  password (shown once, kept in {layout.admin_password.name}): {password}")
+        say(f"  password (shown only now; kept in {layout.admin_password}, 0600): {password}")
     agent_pid = _ensure_agent(layout, url, say)
     with _Api(url, setup.read_secret(layout.api_token)) as api:
         agent_id = _agent_id(layout)
@@ -81,9 +83,10 @@ def quickstart(
         point = api.point_of(job["id"], run["id"])
     summary = {
         "dir": str(layout.root),
-        "server_url": url,
-        "api_docs_url": f"{url}/api/docs",
+        "server_url": url,  # the web UI: sign in there
         "email": setup.ADMIN_EMAIL,
+        "admin_password": password,  # only on the run that made it (shown once), else null
+        "api_docs_url": f"{url}/api/docs",
         "password_file": str(layout.admin_password),
         "api_token_file": str(layout.api_token),
         "server_pid": server_pid,
@@ -280,17 +283,16 @@ def _print_summary(s: dict[str, Any], layout: setup.Layout) -> None:
     url = s["server_url"]
     token = f'"Authorization: Bearer $(cat {shlex.quote(s["api_token_file"])})"'
     dir_arg = shlex.quote(s["dir"])
+    password = "printed above" if s["admin_password"] else f"in {s['password_file']}"
     lines = [
         "",
+        f"[bold]open {url}[/] and sign in as {s['email']} (password {password})",
         f"[bold green]backup done[/]: run {s['run_id']} {s['run_status']}, "
         f"backup point {s['backup_point_id']} (snapshot {str(s['snapshot_id'])[:8]})",
-        f"server      {url}  (agent {s['agent_id']} online, server PID {s['server_pid']}, "
-        f"agent PID {s['agent_pid']})",
+        f"processes   server PID {s['server_pid']}, agent {s['agent_id']} online "
+        f"(PID {s['agent_pid']})",
         f"API docs    {url}/api/docs",
-        f"sign in     {s['email']}, password in {s['password_file']}",
-        "see them:",
-        f"  curl -H {token} {url}/api/v1/runs/{s['run_id']}",
-        f"  curl -H {token} {url}/api/v1/backup_points",
+        "API         curl -H " + token + f" {url}/api/v1/backup_points",
         f"stop        e3backup quickstart --stop --dir {dir_arg}   (keeps {layout.root})",
         f"again       e3backup quickstart --dir {dir_arg}   (another backup)",
     ]

@@ -180,6 +180,9 @@ class VmBackupJob:
                 view.commit()
             except E3Error as exc:
                 result.warnings.append(f"change tracking not advanced: {exc}")
+            result.committed_tokens = {
+                dv.disk.name: dv.committed_token for dv in view.disks() if dv.committed_token
+            }
         finally:
             view.cleanup()
 

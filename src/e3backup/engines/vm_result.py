@@ -52,13 +52,17 @@ EventCallback = Callable[[VmEvent], None]
 
 @dataclass
 class VmResult:
-    """Seed HyperVVMResult; `change_tokens` is the seed's `rct_ids` for any hypervisor."""
+    """Seed HyperVVMResult. `change_tokens`: each disk's token in the snapshot;
+    `committed_tokens`: what commit learnt beyond it (Hyper-V: the RCT id records,
+    hyperv/records.py). The seed's `rct_ids` (kept by the server, handed back with the next
+    run) is the committed token where there is one, else the snapshot's token."""
 
     vm_id: str
     vm_name: str
     backup_type: str | None = None  # Full | Incremental
     checkpoint_id: str | None = None
     change_tokens: dict[str, str] = field(default_factory=dict)
+    committed_tokens: dict[str, str] = field(default_factory=dict)
     disk_manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
     snapshot_id: str | None = None
     total_bytes: int = 0
@@ -75,7 +79,7 @@ class VmResult:
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
-        doc["rct_ids"] = dict(self.change_tokens)  # the seed's wire name
+        doc["rct_ids"] = doc["change_tokens"] | doc.pop("committed_tokens")
         return doc
 
 

@@ -16,7 +16,7 @@ from e3backup.sources.hypervisors.base import (
     ConsistencyLevel,
     HypervisorError,
 )
-from e3backup.sources.hypervisors.hyperv import rct
+from e3backup.sources.hypervisors.hyperv import rct, records
 from e3backup.sources.hypervisors.hyperv.powershell import PowerShellError
 from e3backup.sources.hypervisors.hyperv.provider import HypervProvider
 from fixtures.hyperv_host import HostDisks, Replay, load
@@ -82,12 +82,12 @@ def test_vss_writer_failure_falls_back_to_crash_consistent(tmp_path: Path) -> No
 
 
 def _committed_tokens(host: Host, vm_id: str, size: int = 32 * MiB) -> dict[str, str]:
-    state = rct.RctState(host.state)
+    state = records.RctState(host.state)
     ids = {
         "scsi0-0": "rctX:11111111-2222-4333-8444-555555555555:7",
         "scsi0-1": "rctX:66666666-7777-4888-8999-aaaaaaaaaaaa:7",
     }
-    state.record(vm_id, "Microsoft:PREVIOUS", rct.Committed("Microsoft:RP-F0000001", ids))
+    state.record(vm_id, "Microsoft:PREVIOUS", records.Committed("Microsoft:RP-F0000001", ids))
     return {
         "scsi0-0": rct.Token(
             "Microsoft:PREVIOUS", "3f2504e0-4f89-11d3-9a0c-0305e82c3301", size

@@ -18,11 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from e3backup.agent import lvm, windows_disk
-from e3backup.agent.handlers.common import apply_retention, open_job_repository, repository_stats
+from e3backup.agent.handlers.common import (
+    apply_retention,
+    open_job_repository,
+    repository_stats,
+    run_tags,
+)
 from e3backup.agent.run_context import EngineTask, RunContext
 from e3backup.agent.wire import RunAssignment
 from e3backup.core.errors import CancelledError, E3Error, SourceError, UsageError
-from e3backup.engines.image_backup import ImageBackupOptions, backup_image, image_source_id
+from e3backup.engines.image_backup import ImageBackupOptions, backup_image
 from e3backup.repo.manifest import Snapshot
 from e3backup.sources.detect import open_disk
 from e3backup.sources.disk_reader import DiskReader
@@ -47,9 +52,7 @@ def run(task: EngineTask, ctx: RunContext) -> dict[str, Any]:
             raise SourceError(f"the source {path} does not exist")
         repo, policy = open_job_repository(job, ctx)
         name = windows_disk.disk_name(source) if windows else None
-        options = ImageBackupOptions(
-            tags=(f"run:{job.run_id}",), workers=policy.parallelism, disk_name=name
-        )
+        options = ImageBackupOptions(tags=run_tags(job), workers=policy.parallelism, disk_name=name)
         with _open_source(path, source, job, ctx, windows) as reader:
             log.info("backing up %s (%d bytes)", source, reader.size_bytes)
             ctx.emit(
@@ -70,7 +73,7 @@ def run(task: EngineTask, ctx: RunContext) -> dict[str, Any]:
         disk.bytes_uploaded,
     )
     ctx.emit("DISK_IMAGE_STREAM_COMPLETED", "info", source=source, bytes_processed=disk.size_bytes)
-    apply_retention(repo, job.retention_json, image_source_id(path), ctx)
+    apply_retention(repo, job.retention_json, [snapshot.source_id], ctx)
     return _result(snapshot, source, repository_stats(repo))
 
 

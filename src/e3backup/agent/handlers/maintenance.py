@@ -3,22 +3,25 @@ data, forget by the job's retention, lock-free prune), seed maintenance commands
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from e3backup.agent.handlers.common import open_job_repository, repository_stats
+from e3backup.agent.handlers.common import (
+    apply_retention,
+    job_source_ids,
+    open_job_repository,
+    repository_stats,
+)
 from e3backup.agent.run_context import EngineTask, RunContext
 from e3backup.agent.wire import JobContext
+from e3backup.engines.image_backup import image_source_id
 from e3backup.repo.check import DataSubset, check_repository
 from e3backup.repo.gc import PruneOptions, prune
-from e3backup.repo.retention import RetentionPolicy, apply_policy
-from e3backup.repo.tombstones import forget_snapshot
 
 FULL_READ_SUBSET = "10%"
 
 
 def run(task: EngineTask, ctx: RunContext) -> dict[str, Any]:
-    import time
-
     job = JobContext.model_validate(task.job)
     mode = "full" if task.payload.get("command_type") == "maintenance_full" else "quick"
     ctx.emit("REPO_MAINTENANCE_STARTING", "info", mode=mode)
@@ -34,18 +37,10 @@ def run(task: EngineTask, ctx: RunContext) -> dict[str, Any]:
         "packs_read": report.packs_read,
     }
     if mode == "full":
-        fields = {
-            k: int(v)
-            for k, v in (job.retention_json or {}).items()
-            if k in RetentionPolicy.__dataclass_fields__ and v
-        }
-        policy = RetentionPolicy(**fields)
-        forgotten = 0
-        if not policy.is_empty():
-            for decision in apply_policy(repo.list_snapshots(), policy):
-                if not decision.keep:
-                    forget_snapshot(repo, decision.snapshot, time.time)
-                    forgotten += 1
+        # The job's retention covers the job's own sources only: a repository shared by
+        # several jobs must never lose another job's snapshots to this one's rules.
+        sources = job_source_ids(repo, job, _image_sources(job))
+        forgotten = apply_retention(repo, job.retention_json, sources, ctx, prune_after=False)
         pruned = prune(repo, PruneOptions())
         result.update(
             forgotten=forgotten,
@@ -59,3 +54,12 @@ def run(task: EngineTask, ctx: RunContext) -> dict[str, Any]:
         "result": result,
         "error": "; ".join(report.errors[:5]) or None,
     }
+
+
+def _image_sources(job: JobContext) -> list[str]:
+    """A disk_image job's source ids from its paths (snapshots from before runs were tagged
+    with their job carry no job tag)."""
+    if job.engine != "disk_image":
+        return []
+    paths = [p for p in [job.disk_source_volume, job.source_path, *job.source_paths] if p]
+    return [image_source_id(Path(p)) for p in paths]

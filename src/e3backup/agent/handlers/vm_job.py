@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from e3backup.agent.handlers.common import open_job_repository, repository_stats
+from e3backup.agent.handlers.common import (
+    apply_retention,
+    open_job_repository,
+    repository_stats,
+    run_tags,
+)
 from e3backup.agent.run_context import EngineTask, RunContext
 from e3backup.agent.wire import RunAssignment
 from e3backup.core.errors import UsageError
@@ -57,7 +62,7 @@ def run_vm_job(task: EngineTask, ctx: RunContext, backend: HypervisorProvider) -
         if policy.consistency_level == "crash"
         else ConsistencyLevel.APPLICATION
     )
-    options = VmBackupOptions(consistency, tags=(f"run:{job.run_id}",), workers=policy.parallelism)
+    options = VmBackupOptions(consistency, tags=run_tags(job), workers=policy.parallelism)
 
     def on_event(event: VmEvent) -> None:
         ctx.emit(event.message_id, event.level, **event.params)
@@ -69,6 +74,10 @@ def run_vm_job(task: EngineTask, ctx: RunContext, backend: HypervisorProvider) -
         doc["vm_guid"] = r.vm_id or r.vm_name
         vm_results.append(doc)
     errors = [f"{r.vm_name}: {r.error}" for r in result.vm_results if r.error]
+    saved = {r.snapshot_id for r in result.vm_results if r.snapshot_id}
+    if saved and result.status != "cancelled":  # the job's retention, for the VMs just saved
+        sources = {s.source_id for s in repo.list_snapshots() if s.id in saved}
+        apply_retention(repo, job.retention_json, sources, ctx)
     out: dict[str, Any] = {
         "status": result.status,
         "vm_results": vm_results,

@@ -27,8 +27,7 @@ from e3backup.server.schemas.commands import (
     TestDestinationRequest,
 )
 from e3backup.server.schemas.common import IdPath, OffsetQuery, Page
-from e3backup.server.services import agents, audit, commands, remote_commands, vms
-from e3backup.server.services.errors import NotFound
+from e3backup.server.services import agents, remote_commands, vms
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
 BROWSE_POLL_S = 0.25
@@ -94,9 +93,7 @@ def delete_agent(agent_id: IdPath, actor: CurrentActor, ctx: Ctx, db: Db) -> Ok:
 
 @router.post("/agents/{agent_id}/refresh_vms", response_model=CommandOut, status_code=202)
 def refresh_vms(agent_id: IdPath, actor: CurrentActor, ctx: Ctx, db: Db) -> CommandOut:
-    actor.require("operator")
-    agent = agents.get_agent(db, actor, agent_id)
-    command = commands.enqueue(db, ctx.box, agent=agent, type="list_vms", user_id=actor.user_id)
+    command = remote_commands.queue_list_vms(db, ctx.box, actor, agent_id)
     return CommandOut.model_validate(command)
 
 
@@ -106,18 +103,7 @@ def browse(
 ) -> JSONResponse:
     """Queue browse_directory and wait up to `wait_s` (≤ 30 s) for the agent's answer; 202
     with the command to follow when it has not answered yet."""
-    actor.require("operator")
-    agent = agents.get_agent(db, actor, agent_id)
-    command = commands.enqueue(
-        db,
-        ctx.box,
-        agent=agent,
-        type="browse_directory",
-        payload={"path": body.path},
-        user_id=actor.user_id,
-        ttl_s=120,
-    )
-    audit.record(db, actor, "agent.browse", "agent", agent.id, agent.tenant_id)
+    command = remote_commands.queue_browse(db, ctx.box, actor, agent_id, body.path)
     return _answer_or_202(db, command, min(body.wait_s, ctx.settings.browse_wait_s))
 
 
@@ -167,7 +153,4 @@ def nas_unmount(
 
 @router.get("/commands/{command_id}", response_model=CommandOut)
 def get_command(command_id: IdPath, actor: CurrentActor, db: Db) -> CommandOut:
-    command = db.get(Command, command_id)
-    if command is None or not actor.sees(command.tenant_id):
-        raise NotFound(f"command {command_id} not found")
-    return CommandOut.model_validate(command)
+    return CommandOut.model_validate(remote_commands.get_command(db, actor, command_id))

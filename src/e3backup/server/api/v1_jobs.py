@@ -12,8 +12,7 @@ from e3backup.server.schemas.client import CommandOut, MaintenanceRequest
 from e3backup.server.schemas.common import IdPath, IdQuery, OffsetQuery, Page
 from e3backup.server.schemas.jobs import JobCreate, JobOut, JobUpdate
 from e3backup.server.schemas.runs import RunOut
-from e3backup.server.services import agents, audit, commands, jobs, runs
-from e3backup.server.services.errors import Conflict
+from e3backup.server.services import jobs, repositories, runs
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
@@ -61,19 +60,7 @@ def maintenance(
     job_id: IdPath, body: MaintenanceRequest, actor: CurrentActor, ctx: Ctx, db: Db
 ) -> CommandOut:
     """Repository check (quick) or check + forget + prune (full), run by the job's agent."""
-    actor.require("operator")
-    job = jobs.get_job(db, actor, job_id)
-    if job.agent_id is None:
-        raise Conflict(f"job {job_id} has no agent")
-    agent = agents.get_agent(db, actor, job.agent_id)
-    command = commands.enqueue(
-        db,
-        ctx.box,
-        agent=agent,
-        type=f"maintenance_{body.kind}",
-        job_id=job.id,
-        user_id=actor.user_id,
-        ttl_s=ctx.settings.command_ttl_s,
+    command = repositories.queue_maintenance(
+        db, ctx.box, actor, job_id, body.kind, ctx.settings.command_ttl_s
     )
-    audit.record(db, actor, f"job.maintenance_{body.kind}", "job", job.id, job.tenant_id)
     return CommandOut.model_validate(command)

@@ -3,7 +3,9 @@ destination/secret view that only the owning agent ever receives."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -44,11 +46,24 @@ def validate_schedule(schedule: ScheduleSpec) -> None:
         raise Invalid(str(exc), exc.field) from None
 
 
-def _validate_timezone(name: str) -> None:
+def _validate_timezone(name: str) -> ZoneInfo:
     try:
-        scheduling.parse_timezone(name)
+        return scheduling.parse_timezone(name)
     except scheduling.ScheduleError as exc:
         raise Invalid(exc.message, exc.field) from None
+
+
+def schedule_preview(
+    schedule: ScheduleSpec, timezone: str, now: datetime, n: int = 5
+) -> list[datetime]:
+    """The next `n` times a job with this schedule would run (the scheduler's own policy), in
+    the job's zone; empty for a manual schedule. Invalid names the offending field."""
+    zone = _validate_timezone(timezone)
+    try:
+        parsed = scheduling.parse_schedule(schedule.model_dump())
+    except scheduling.ScheduleError as exc:
+        raise Invalid(str(exc), exc.field) from None
+    return scheduling.preview(parsed, zone, now, n)
 
 
 def _visible_agent(db: Session, actor: Actor, agent_id: int) -> Agent:

@@ -5,22 +5,21 @@ runs and maintenance (the server never opens a repository)."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from e3backup.server import scheduling
-from e3backup.server.db.models import Agent, Command, Job, Run, RunEvent
-from e3backup.server.services import jobs as jobs_service
+from e3backup.server.db.models import Agent, Job, Run, RunEvent
+from e3backup.server.services import repositories
 from e3backup.server.services.agents import is_online
 from e3backup.server.services.auth import Actor
 from e3backup.server.services.scheduler import schedule_of
 
 ATTENTION_STATUSES = ("failed", "partial_success", "warning")
-REPORT_SCAN_LIMIT = 500  # newest stats reports looked at (per kind) for the storage table
+RepositoryUsage = repositories.Repository
 
 
 @dataclass(frozen=True)
@@ -37,24 +36,6 @@ class Attention:
     detail: str
     link: str
     at: datetime | None
-
-
-@dataclass
-class RepositoryUsage:
-    repository: str
-    dest_type: str
-    job_names: list[str] = field(default_factory=list)
-    size_bytes: int | None = None
-    logical_bytes: int | None = None
-    snapshot_count: int | None = None
-    dedup_ratio: float | None = None
-    reported_at: datetime | None = None
-
-    @property
-    def savings_bytes(self) -> int | None:
-        if self.size_bytes is None or self.logical_bytes is None:
-            return None
-        return max(self.logical_bytes - self.size_bytes, 0)
 
 
 def _visible_agents(db: Session, actor: Actor) -> list[Agent]:
@@ -219,56 +200,6 @@ def needs_attention(
     ]
 
 
-def _reports(db: Session, actor: Actor) -> list[tuple[int, datetime, dict[str, Any]]]:
-    """(job id, when, repository_stats) from finished runs and maintenance commands."""
-    runs = db.execute(
-        select(Run.job_id, Run.finished_at, Run.stats_json)
-        .where(Run.tenant_id.in_(actor.tenant_ids), Run.stats_json.is_not(None))
-        .order_by(Run.id.desc())
-        .limit(REPORT_SCAN_LIMIT)
-    ).all()
-    commands = db.execute(
-        select(Command.job_id, Command.completed_at, Command.result_json)
-        .where(
-            Command.tenant_id.in_(actor.tenant_ids),
-            Command.type.in_(("maintenance_quick", "maintenance_full")),
-            Command.status == "completed",
-        )
-        .order_by(Command.id.desc())
-        .limit(REPORT_SCAN_LIMIT)
-    ).all()
-    out = [(j, t, s) for j, t, s in runs if j is not None and t and isinstance(s, dict)]
-    for job_id, at, result in commands:
-        stats = result.get("repository_stats") if isinstance(result, dict) else None
-        if job_id is not None and at and isinstance(stats, dict):
-            out.append((job_id, at, stats))
-    return out
-
-
-def _int_or_none(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def repository_usage(db: Session, actor: Actor) -> list[RepositoryUsage]:
     """One row per repository (a job destination), with its newest reported statistics."""
-    jobs = {j.id: j for j in _live_jobs(db, actor)}
-    usage: dict[tuple[str, str, str], RepositoryUsage] = {}
-    for job in jobs.values():
-        key = (job.dest_type, job.dest_endpoint, jobs_service.repository_url(job))
-        row = usage.setdefault(key, RepositoryUsage(key[2], job.dest_type))
-        row.job_names.append(job.name)
-    for job_id, at, stats in _reports(db, actor):
-        reported = jobs.get(job_id)
-        if reported is None:
-            continue
-        key = (reported.dest_type, reported.dest_endpoint, jobs_service.repository_url(reported))
-        row = usage[key]
-        if row.reported_at is not None and row.reported_at >= at:
-            continue
-        row.reported_at = at
-        row.size_bytes = _int_or_none(stats.get("size_bytes"))
-        row.logical_bytes = _int_or_none(stats.get("logical_bytes"))
-        row.snapshot_count = _int_or_none(stats.get("snapshot_count"))
-        ratio = stats.get("dedup_ratio")
-        row.dedup_ratio = float(ratio) if isinstance(ratio, int | float) else None
-    return sorted(usage.values(), key=lambda r: r.repository)
+    return repositories.list_repositories(db, actor)

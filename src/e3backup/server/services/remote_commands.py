@@ -1,5 +1,6 @@
-"""Commands a user sends to an agent beside runs: test_destination (probe a destination before
-saving a job), nas_mount / nas_unmount (seed 002 Cloud NAS). Validated here; secrets travel
+"""Commands a user sends to an agent beside runs: browse_directory and list_vms (the job
+wizard's browsers), test_destination (probe a destination before saving a job), nas_mount /
+nas_unmount (seed 002 Cloud NAS). Validated here; secrets travel
 sealed in the command and are opened only when the owning agent receives it."""
 
 from __future__ import annotations
@@ -36,6 +37,39 @@ DESTINATION_SECRETS = {
     "repository_password": "repository_password",
 }
 TEST_DESTINATION_TTL_S = 300.0
+BROWSE_TTL_S = 120.0
+
+
+def get_command(db: Session, actor: Actor, command_id: int) -> Command:
+    """A command of a tenant the actor sees (to follow it until the agent answers)."""
+    command = db.get(Command, command_id)
+    if command is None or not actor.sees(command.tenant_id):
+        raise NotFound(f"command {command_id} not found")
+    return command
+
+
+def queue_browse(db: Session, box: SecretBox, actor: Actor, agent_id: int, path: str) -> Command:
+    """browse_directory: one directory of the agent's host (the drives/roots for "")."""
+    actor.require("operator")
+    agent = agents.get_agent(db, actor, agent_id)
+    command = commands.enqueue(
+        db,
+        box,
+        agent=agent,
+        type="browse_directory",
+        payload={"path": path},
+        user_id=actor.user_id,
+        ttl_s=BROWSE_TTL_S,
+    )
+    audit.record(db, actor, "agent.browse", "agent", agent.id, agent.tenant_id)
+    return command
+
+
+def queue_list_vms(db: Session, box: SecretBox, actor: Actor, agent_id: int) -> Command:
+    """list_vms: the agent answers with report_vms (its inventory replaces the stored one)."""
+    actor.require("operator")
+    agent = agents.get_agent(db, actor, agent_id)
+    return commands.enqueue(db, box, agent=agent, type="list_vms", user_id=actor.user_id)
 
 
 def _saved_destination(job: Job | None) -> dict[str, Any]:

@@ -58,10 +58,15 @@ from fastapi.staticfiles import StaticFiles
 
 from e3backup.server.web import (
     errors,
+    routes_admin,
     routes_agents,
     routes_auth,
     routes_dashboard,
+    routes_job_fragments,
+    routes_job_wizard,
+    routes_jobs,
     routes_live,
+    routes_repositories,
     routes_restore,
     routes_runs,
     routes_vms,
@@ -77,6 +82,11 @@ ROUTERS = (
     routes_live.router,
     routes_vms.router,
     routes_restore.router,
+    routes_repositories.router,
+    routes_admin.router,
+    routes_jobs.router,
+    routes_job_wizard.router,
+    routes_job_fragments.router,
 )
 
 

@@ -99,6 +99,9 @@ class DiskView:
     # Extents changed since the token passed to `prepare` (None: not available, see reason).
     changed_extents: list[tuple[int, int]] | None = None
     tracking_reason: str = ""  # why changed extents are unavailable
+    # Set by `commit` when it learns more than `new_token` (Hyper-V: the RCT id, see
+    # hyperv/records.py): what the server keeps and sends back with the next run.
+    committed_token: str | None = None
 
 
 class PointInTimeView(Protocol):

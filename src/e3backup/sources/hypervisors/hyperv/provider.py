@@ -3,9 +3,11 @@
 prepare: host check (elevated, Hyper-V module) → remove this host's leftover recovery snapshots
 → checkpoints disabled? live read (CrashNoCheckpoint) : CreateSnapshot(recovery, Application;
 on failure Crash) → per disk: the snapshot's frozen VHDX opened with `VhdxReader` (parents
-followed), RCT chain checked and GetVirtualDiskChanges since the stored id. commit (after the
-backup is durable): ConvertToReferencePoint, record its RCT ids, drop the previous reference
-point. cleanup: readers closed; an unconverted snapshot destroyed (DestroySnapshot), on
+followed), RCT chain checked and GetVirtualDiskChanges since the stored id (this host's
+record of the parent token, else the server's: records.py). commit (after the backup is
+durable): ConvertToReferencePoint, record its RCT ids (host file + each disk's
+`committed_token`, which the server keeps), drop the previous reference point. cleanup:
+readers closed; an unconverted snapshot destroyed (DestroySnapshot), on
 success, failure and cancel alike.
 """
 
@@ -15,7 +17,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from e3backup.core.errors import E3Error
@@ -29,7 +31,7 @@ from e3backup.sources.hypervisors.base import (
     VmDisk,
     VmInfo,
 )
-from e3backup.sources.hypervisors.hyperv import discovery, paths, rct
+from e3backup.sources.hypervisors.hyperv import discovery, paths, rct, records
 from e3backup.sources.hypervisors.hyperv.powershell import (
     DEFAULT_TIMEOUT_S,
     ExecTransport,
@@ -69,10 +71,14 @@ class HypervProvider:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         job_timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
         sleep: Callable[[float], None] = time.sleep,
+        server_records: Iterable[Mapping[str, str]] = (),
     ) -> None:
+        """`server_records`: the `rct_ids` per VM the server sent with this run (records.py),
+        used when this host has no record of a parent token's recovery snapshot."""
         self.ps = PowerShell(transport or ExecTransport(), timeout_s)
         self.wmi = Wmi(self.ps, job_timeout_s, sleep=sleep)
-        self.state = rct.RctState(state_dir or default_state_dir())
+        self.state = records.RctState(state_dir or default_state_dir())
+        self.server_records = records.ServerRecords(server_records)
         self.path_mapper = path_mapper
         self._host_checked = False
 
@@ -244,8 +250,7 @@ class HypervPointInTime:
         if not token:
             view.tracking_reason = "no change-tracking token from a previous backup: full read"
             return view
-        old = rct.Token.decode(token)
-        committed = self.provider.state.committed(self.vm.id, old.checkpoint) if old else None
+        committed = self._committed(disk.name, token)
         rct_id, reason = rct.chain_check(disk.name, token, disk_id, size, committed, points)
         if rct_id is None:
             view.tracking_reason = reason
@@ -261,6 +266,15 @@ class HypervPointInTime:
                 f"Hyper-V cannot list the changes since {rct_id} ({exc}): full read"
             )
         return view
+
+    def _committed(self, disk_name: str, token: str) -> records.Committed | None:
+        old = rct.Token.decode(token)
+        if old is None:
+            return None
+        found = self.provider.state.committed(self.vm.id, old.checkpoint)
+        if found is not None and disk_name in found.rct_ids:
+            return found
+        return self.provider.server_records.committed(old.checkpoint, disk_name) or found
 
     # --- commit and cleanup ---------------------------------------------------------------------
 
@@ -280,7 +294,13 @@ class HypervPointInTime:
         names = [v.disk.name for v in self._views if v.new_token]
         known = {n: [d.instance_id] for n, d in self._snapshot_disks.items()}
         rct_ids = rct.map_rct_ids(point, names, known)
-        state.record(self.vm.id, self.checkpoint_id, rct.Committed(point.instance_id, rct_ids))
+        state.record(self.vm.id, self.checkpoint_id, records.Committed(point.instance_id, rct_ids))
+        for view in self._views:
+            if view.new_token and view.disk.name in rct_ids:
+                rct_id = rct_ids[view.disk.name]
+                view.committed_token = records.encode_record(
+                    self.checkpoint_id, point.instance_id, rct_id
+                )
         for old in sorted(self._old_points - {point.instance_id}):
             try:
                 self.snapshots.destroy_reference_point(old)

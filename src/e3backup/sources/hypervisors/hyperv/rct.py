@@ -1,32 +1,23 @@
-"""Resilient Change Tracking: the changed extents of a disk since a stored RCT id, the chain
-checks that decide whether those ids can still be trusted, and the record that links a
-backup's token to the RCT ids Hyper-V gave it.
+"""Resilient Change Tracking: the changed extents of a disk since a stored RCT id, and the
+chain checks that decide whether those ids can still be trusted.
 
-Tokens: RCT ids exist only once the recovery snapshot is converted to a reference point, and
-that happens after the backup is durable, when the snapshot record is already written. So the
-token stored in the snapshot names the recovery snapshot, the disk's identity and size; the
-conversion's outcome (reference point and RCT id per disk) is recorded on the host
-(`RctState`, a small JSON file). A token whose record is missing — the run died before
-converting, the agent's state was lost, the VM came from another host — means a full read.
+The token stored in a repository snapshot (`Token`) names the recovery snapshot, the disk's
+identity and size; it is the key under which the RCT ids learnt at commit are kept, on this
+host and on the server (records.py explains why and how the next run finds them).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from e3backup.sources.hypervisors.base import HypervisorError, merge_extents
 from e3backup.sources.hypervisors.hyperv.powershell import as_int, as_list
+from e3backup.sources.hypervisors.hyperv.records import HOST, Committed
 from e3backup.sources.hypervisors.hyperv.snapshots import ReferencePoint
 from e3backup.sources.hypervisors.hyperv.wmi import Wmi
 
 TOKEN_VERSION = 1
-STATE_FILE = "hyperv-rct.json"
-KEEP_CHECKPOINTS = 4  # per VM: the newest records (older backups are never parents)
 MAX_QUERIES = 100_000
 
 CHANGES = r"""
@@ -104,17 +95,6 @@ def align(extents: list[tuple[int, int]], size: int, granularity: int) -> list[t
     return merge_extents(out)
 
 
-@dataclass(frozen=True)
-class Committed:
-    """What a conversion gave: the reference point and the RCT id of each disk."""
-
-    reference_point: str
-    rct_ids: dict[str, str]  # disk name → RCT id
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"reference_point": self.reference_point, "rct_ids": dict(self.rct_ids)}
-
-
 def chain_check(
     disk_name: str,
     token_text: str,
@@ -129,19 +109,21 @@ def chain_check(
         return None, "the stored change token is not a Hyper-V RCT token: full read"
     if committed is None:
         return None, (
-            f"no RCT reference point was recorded for checkpoint {token.checkpoint} (its run "
-            "did not finish, or this host's agent state was lost): full read"
+            f"no RCT reference point was recorded for checkpoint {token.checkpoint} on this "
+            "host nor by the server (its run did not finish or was not reported): full read"
         )
+    origin = "" if committed.origin == HOST else f" (from {committed.origin})"
     rct_id = committed.rct_ids.get(disk_name)
     point = points.get(committed.reference_point)
     if point is None:
+        gone = "no longer exists" if committed.origin == HOST else "is not one of this VM's"
         return None, (
-            f"RCT reference point {committed.reference_point} no longer exists (removed by "
+            f"RCT reference point {committed.reference_point}{origin} {gone} (removed by "
             "another tool, VM re-imported or migrated): full read"
         )
     if not rct_id or rct_id not in point.rct_ids:
         return None, (
-            f"RCT id {rct_id or '(none)'} of disk {disk_name} is not in reference point "
+            f"RCT id {rct_id or '(none)'}{origin} of disk {disk_name} is not in reference point "
             f"{point.instance_id} (it lists {', '.join(point.rct_ids) or 'none'}): full read"
         )
     if token.disk_id and disk_id and token.disk_id != disk_id:
@@ -172,69 +154,3 @@ def map_rct_ids(
     if len(out) < len(disk_names) and len(point.rct_ids) == len(disk_names):
         out = dict(zip(disk_names, point.rct_ids, strict=True))
     return out
-
-
-class RctState:
-    """`<state dir>/hyperv-rct.json`: per VM, checkpoint → Committed, and the recovery
-    snapshots this host created and has not yet converted or removed (a crashed run's
-    leftovers, removed by the next run)."""
-
-    _lock = threading.Lock()
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / STATE_FILE
-
-    def _load(self) -> dict[str, Any]:
-        try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise HypervisorError(f"{self.path}: unreadable RCT state ({exc})") from exc
-        return doc if isinstance(doc, dict) else {}
-
-    def _save(self, doc: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
-
-    def _vm(self, doc: dict[str, Any], vm_id: str) -> dict[str, Any]:
-        entry = doc.setdefault(vm_id, {})
-        entry.setdefault("checkpoints", {})
-        entry.setdefault("pending", [])
-        return entry  # type: ignore[no-any-return]
-
-    def committed(self, vm_id: str, checkpoint: str) -> Committed | None:
-        with self._lock:
-            found = self._load().get(vm_id, {}).get("checkpoints", {}).get(checkpoint)
-        if not isinstance(found, dict):
-            return None
-        ids = found.get("rct_ids")
-        rct: dict[str, Any] = ids if isinstance(ids, dict) else {}
-        return Committed(str(found.get("reference_point", "")), {k: str(v) for k, v in rct.items()})
-
-    def record(self, vm_id: str, checkpoint: str, committed: Committed) -> None:
-        with self._lock:
-            doc = self._load()
-            entry = self._vm(doc, vm_id)
-            entry["checkpoints"][checkpoint] = committed.to_dict()
-            for old in list(entry["checkpoints"])[:-KEEP_CHECKPOINTS]:
-                del entry["checkpoints"][old]
-            if checkpoint in entry["pending"]:
-                entry["pending"].remove(checkpoint)
-            self._save(doc)
-
-    def pending(self, vm_id: str) -> list[str]:
-        with self._lock:
-            return list(self._load().get(vm_id, {}).get("pending", []))
-
-    def set_pending(self, vm_id: str, checkpoint: str, pending: bool) -> None:
-        with self._lock:
-            doc = self._load()
-            entry = self._vm(doc, vm_id)
-            if pending and checkpoint not in entry["pending"]:
-                entry["pending"].append(checkpoint)
-            elif not pending and checkpoint in entry["pending"]:
-                entry["pending"].remove(checkpoint)
-            self._save(doc)
