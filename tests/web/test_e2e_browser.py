@@ -109,7 +109,7 @@ class Wizard:
         page.get_by_role("link", name="New job").click()
         page.get_by_role("heading", name="1. Job and engine").wait_for()
         page.get_by_label("Job name").fill(name)
-        page.get_by_label(engine, exact=True).check()
+        page.get_by_label(engine).check()
         self.check("1-engine")
         next_step(page, "2. Agent")
         page.locator(f'label[data-agent-id="{self.agent_id}"]').get_by_role("radio").check()
@@ -135,29 +135,35 @@ class Wizard:
         return int(page.locator("tr[data-job-id]", has_text=name).get_attribute("data-job-id"))
 
 
-def pick_vm(page: Any) -> None:
+def pick_vm(uuid: str) -> Callable[[Any], None]:
+    return lambda page: _pick_vm(page, uuid)
+
+
+def _pick_vm(page: Any, uuid: str) -> None:
     """The VM browser: the agent's inventory on Refresh, then the guest ticked."""
     vms = page.locator("#vm-browser")
     vms.get_by_role("button", name="Refresh from the agent").click()
-    row = vms.locator("tr", has_text="vm1")
+    row = vms.locator(f'tr[data-vm="{uuid}"]')
     row.wait_for(timeout=60_000)
     assert "running" in row.inner_text(), row.inner_text()
     vms.get_by_label("vm1").check()
-    page.get_by_text("1 VM selected").wait_for()
+    chosen = page.locator('input[type="hidden"][name="vms"]')
+    assert chosen.count() == 1 and chosen.get_attribute("value") == uuid, chosen.count()
 
 
-def pick_file(image: Path) -> Any:
-    def pick(page: Any) -> None:
-        """The file browser: open the image's folder on the agent, tick the image."""
-        files = page.locator("#file-browser")
-        files.get_by_role("button", name="/").wait_for()  # the roots the agent answered
-        page.get_by_label("Path to open or add").fill(str(image.parent))
-        page.get_by_role("button", name="Open").click()
-        files.get_by_label(f"Select {image.name}").check()
-        chosen = page.get_by_label("Disk, volume or image file").input_value()
-        assert chosen == str(image), chosen
+def pick_file(image: Path) -> Callable[[Any], None]:
+    return lambda page: _pick_file(page, image)
 
-    return pick
+
+def _pick_file(page: Any, image: Path) -> None:
+    """The file browser: open the image's folder on the agent, tick the image."""
+    files = page.locator("#file-browser")
+    files.get_by_role("button", name="/").wait_for()  # the roots the agent answered
+    page.get_by_label("Path to open or add").fill(str(image.parent))
+    page.get_by_role("button", name="Open").click()
+    files.get_by_label(f"Select {image.name}").check()
+    chosen = page.get_by_label("Disk, volume or image file").input_value()
+    assert chosen == str(image), chosen
 
 
 def create_job(web: Any, agent_id: int, name: str, **fields: Any) -> int:
@@ -218,7 +224,7 @@ def restore_by_wizard(
 
 
 def kvm_backup_and_restore(page: Any, check_page: Any, wizard: Wizard, host: Host) -> None:
-    wizard.create("e2e-kvm", "KVM VMs", pick_vm, host.root / "repo-kvm")
+    wizard.create("e2e-kvm", "KVM VMs", pick_vm(host.vm.uuid), host.root / "repo-kvm")
     run_now(page, "e2e-kvm")
     assert_finished_at_100(page)
     assert "success" in page.locator("#run-items tr", has_text="vm1").inner_text()
