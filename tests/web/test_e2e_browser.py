@@ -232,6 +232,7 @@ def kvm_backup_and_restore(page: Any, check_page: Any, wizard: Wizard, host: Hos
 
     page.goto("/vms")
     page.get_by_role("link", name="Backup points of vm1").click()
+    page.wait_for_url(re.compile(r"/vms/\d+$"))
     point = page.locator("#backup-points tbody tr")
     assert point.count() == 1 and "restorable" in point.inner_text(), point.inner_text()
     check_page(page, "e2e-vm-points")
