@@ -3,7 +3,8 @@
 behind the agent's `[qemu]` config, and local-directory repositories. By clicks: a KVM job and
 a disk-image job, run now, the live page to 100 %, the backup point, the restore wizard to a
 finished restore (the restored files checked with qemu-img and sha256), a run cancelled from
-the live page, and a viewer who cannot start a run."""
+the live page (its job, slowed by an upload limit, made through the client API: the wizard is
+covered by the other two), and a viewer who cannot start a run."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ RUN_TIMEOUT_MS = 240_000  # a TCG guest on a shared 2-core machine
 
 @dataclass
 class Host:
-    """What the agent's host has: the guest, a small image, a larger one, a scratch dir."""
+    """What the agent's host has: the guest, a small image (alone in its folder), a larger
+    one (the cancelled run's), and the directory for repositories and restores."""
 
     vm: TestVm
     image: Path
@@ -112,7 +114,9 @@ class Wizard:
         page.get_by_label(engine).check()
         self.check("1-engine")
         next_step(page, "2. Agent")
-        page.locator(f'label[data-agent-id="{self.agent_id}"]').get_by_role("radio").check()
+        choice = page.locator(f'label[data-agent-id="{self.agent_id}"]')
+        assert "online" in choice.inner_text(), choice.inner_text()  # the enrolled agent runs
+        choice.get_by_role("radio").check()
         self.check("2-agent")
         next_step(page, "3. Source")
         pick(page)
