@@ -28,6 +28,9 @@ from world import WebWorld, build_world
 
 from fixtures.browser import chromium
 from fixtures.server_process import running_server
+from fixtures.vm import guest_image
+
+__all__ = ["guest_image"]  # the tiny QEMU guest, for test_e2e_browser.py
 
 AXE_JS = Path(__file__).parent / "vendor" / "axe-4.10.3.min.js"
 ARTIFACTS = Path(
