@@ -113,8 +113,9 @@ def test_cancel_from_the_live_page(page_as, web, check_page) -> None:
     assert run.poll_commands()["cancel_requested"] is True  # what the agent sees
     assert run.update(progress_pct=25)["cancel_requested"] is True
     run.events(("c1", "CANCELLED", {}))
-    run.update(status="cancelled")
+    run.update(status="cancelled", error="cancel requested by user")  # as the agent reports it
     page.locator("#live[data-polling='stopped']").wait_for()
+    assert not page.locator("#live-error").is_visible()  # a cancel is not shown as an error
     assert page.locator("#live-status").inner_text() == "cancelled"
     assert "badge-cancelled" in page.locator("#live-status").get_attribute("class")
     assert not page.locator("#cancel-flag").is_visible()

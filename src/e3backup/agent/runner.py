@@ -221,7 +221,7 @@ class Runner:
         if command.type == "cancel":
             supervisor = self._supervisors.get(command.run_id or -1)
             if supervisor is not None:
-                supervisor.request_cancel("cancel requested by user")
+                supervisor.request_cancel("cancel requested by user", by_server=True)
             return
         self._commands.put(command)
 

@@ -43,6 +43,7 @@ class RunSupervisor:
         self.kind = kind
         self._cancel_reason: str | None = None
         self._cancel_sent = False
+        self._cancel_by_server = False
         self._lock = threading.Lock()
         self.process: EngineProcess | None = None
         self.outcome: dict[str, Any] | None = None
@@ -55,10 +56,13 @@ class RunSupervisor:
         assert self.task.run_id is not None
         return self.task.run_id
 
-    def request_cancel(self, reason: str) -> None:
+    def request_cancel(self, reason: str, by_server: bool = False) -> None:
+        """Cancel the engine. `by_server`: the server asked and has already recorded its own
+        CANCEL_REQUESTED event, so the agent does not record a second one."""
         with self._lock:
             if self._cancel_reason is None:
                 self._cancel_reason = reason
+                self._cancel_by_server = by_server
 
     def run(self) -> dict[str, Any]:
         """Start the engine, relay until it ends; returns the final fields sent."""
@@ -78,7 +82,7 @@ class RunSupervisor:
             self._watch_stall()
             self.reporter.tick()
             if self.reporter.cancel_requested:
-                self.request_cancel("cancel requested by the server")
+                self.request_cancel("cancel requested by the server", by_server=True)
         return self._finish(result)
 
     def _forward_cancel(self) -> None:
@@ -87,7 +91,8 @@ class RunSupervisor:
             self._cancel_sent = reason is not None
         if reason is not None and not sent and self.process is not None:
             log.info("run %s: cancel requested (%s)", self.run_id, reason)
-            self.reporter.event("CANCEL_REQUESTED", "warn", reason=reason)
+            if not self._cancel_by_server:
+                self.reporter.event("CANCEL_REQUESTED", "warn", reason=reason)
             self.process.cancel(reason)
 
     def _relay(self, kind: str, body: dict[str, Any]) -> None:

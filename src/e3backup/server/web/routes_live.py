@@ -45,6 +45,8 @@ def _progress(run: Run) -> dict[str, Any]:
     )
     if doc["terminal"] and run.status in ("success", "warning"):
         doc["progress_pct"] = 100.0  # an agent's last update may stop short of 100
+    if run.status == "cancelled":  # the reason is not an error: the event log says who cancelled
+        doc["error"] = doc["error_code"] = None
     return doc
 
 
