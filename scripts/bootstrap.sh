@@ -47,7 +47,11 @@ case "$job" in
         .venv/bin/ruff check src tests bench
         .venv/bin/ruff format --check src tests bench
         .venv/bin/mypy
-        exec .venv/bin/pytest -q
+        # Two workers: most tests wait on subprocesses (CLI, servers, QEMU); every worker starts
+        # its own session fixtures (SeaweedFS, PostgreSQL, guest image) on free ports in its own
+        # temp dirs. worksteal keeps both busy until the end, whatever the tests' lengths.
+        # Plain `pytest` (no -n) still runs one file or test in-process for developers.
+        exec .venv/bin/pytest -q -n "${E3BACKUP_TEST_WORKERS:-2}" --dist worksteal
         ;;
     *)
         echo "usage: $0 demo|test" >&2

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import typer
 from cli_harness import PASSWORD, Cli, MiB, assert_one_line_error, write_random
+from typer.core import TyperGroup
 
 from e3backup.cli.main import app
 
@@ -61,13 +62,17 @@ def test_password_file_after_the_command(cli: Cli, tmp_path: Path) -> None:
 
 
 def _command_paths() -> list[tuple[str, ...]]:
+    """Every command path, through click's own listing (the top level loads commands lazily)."""
     paths: list[tuple[str, ...]] = [()]
     groups = [((), typer.main.get_command(app))]
     while groups:
         prefix, group = groups.pop()
-        for name, command in getattr(group, "commands", {}).items():
+        if not isinstance(group, TyperGroup):
+            continue
+        ctx = typer.Context(group)
+        for name in group.list_commands(ctx):
             paths.append((*prefix, name))
-            groups.append(((*prefix, name), command))
+            groups.append(((*prefix, name), group.get_command(ctx, name)))
     return sorted(paths)
 
 

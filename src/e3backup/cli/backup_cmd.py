@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from e3backup.cli import vm_cmd
 from e3backup.cli.context import CliContext, cancel_on_interrupt
 from e3backup.cli.output import console, print_json, progress_bar
+from e3backup.cli.snapshots_cmd import snapshot_summary
 from e3backup.core.units import format_bytes
 from e3backup.engines.image_backup import ImageBackupOptions, backup_image
 from e3backup.engines.read_plan import load_changed_extents
-from e3backup.repo.manifest import Snapshot
 from e3backup.sources.detect import FORMATS, open_disk
 
 app = typer.Typer(help="Back up disks and images.", no_args_is_help=True)
@@ -90,37 +90,6 @@ def image(
         f"  took {snapshot.duration_s:.1f} s ({format_bytes(speed)}/s)",
         highlight=False,
     )
-
-
-def snapshot_summary(snapshot: Snapshot) -> dict[str, Any]:
-    """The JSON shape of a snapshot in CLI output."""
-    return {
-        "id": snapshot.id,
-        "time": snapshot.time,
-        "hostname": snapshot.hostname,
-        "source": {
-            "type": snapshot.source_type,
-            "id": snapshot.source_id,
-            "name": snapshot.source_name,
-        },
-        "type": snapshot.backup_type,
-        "parent": snapshot.parent,
-        "tags": snapshot.tags,
-        "duration_s": round(snapshot.duration_s, 3),
-        "warnings": list(snapshot.extra.get("warnings", [])),
-        "disks": [
-            {
-                "name": d.name,
-                "size_bytes": d.size_bytes,
-                "read_plan": d.read_plan,
-                "read_plan_reason": d.read_plan_reason,
-                "bytes_read": d.bytes_read,
-                "bytes_changed": d.bytes_changed,
-                "bytes_uploaded": d.bytes_uploaded,
-            }
-            for d in snapshot.disks
-        ],
-    }
 
 
 # `backup vm` lives with the other VM commands.

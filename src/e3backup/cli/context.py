@@ -10,12 +10,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from e3backup.core.cancel import CancelToken
 from e3backup.core.errors import UsageError
-from e3backup.repo.repository import Repository
-from e3backup.storage.backend import Backend
-from e3backup.storage.factory import open_backend, open_s3
+
+if TYPE_CHECKING:  # imported when used: the server's commands never load repository code
+    from e3backup.repo.repository import Repository
+    from e3backup.storage.backend import Backend
 
 PASSWORD_ENV = "E3BACKUP_PASSWORD"
 REPO_ENV = "E3BACKUP_REPO"
@@ -34,6 +36,8 @@ class CliContext:
     _password: str | None = field(default=None, repr=False)
 
     def backend(self) -> Backend:
+        from e3backup.storage.factory import open_backend
+
         if not self.repo_location:
             raise UsageError(f"no repository given: pass --repo or set {REPO_ENV}")
         return open_backend(
@@ -46,6 +50,8 @@ class CliContext:
     def create_bucket_if_missing(self) -> None:
         """For `repo init` on S3: make the bucket (a no-op when it exists or for paths)."""
         if self.repo_location and self.repo_location.startswith("s3://"):
+            from e3backup.storage.factory import open_s3
+
             open_s3(self.repo_location, endpoint=self.endpoint).ensure_bucket()
 
     def password(self, confirm: bool = False) -> str:
@@ -69,6 +75,8 @@ class CliContext:
         return password
 
     def open_repository(self) -> Repository:
+        from e3backup.repo.repository import Repository
+
         backend = self.backend()
         return Repository.open(backend, _LazyPassword(self).get)
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from e3backup.cli.backup_cmd import snapshot_summary
 from e3backup.cli.context import CliContext
 from e3backup.cli.output import console, print_json
 from e3backup.core.units import format_bytes
+
+if TYPE_CHECKING:
+    from e3backup.repo.manifest import Snapshot
 
 
 def snapshots(
@@ -32,3 +34,34 @@ def snapshots(
         table.add_row(*(escape(cell) for cell in cells))  # names and tags are text, not markup
     console.print(table)
     console.print(f"{len(found)} snapshot(s)")
+
+
+def snapshot_summary(snapshot: Snapshot) -> dict[str, Any]:
+    """The JSON shape of a snapshot in CLI output."""
+    return {
+        "id": snapshot.id,
+        "time": snapshot.time,
+        "hostname": snapshot.hostname,
+        "source": {
+            "type": snapshot.source_type,
+            "id": snapshot.source_id,
+            "name": snapshot.source_name,
+        },
+        "type": snapshot.backup_type,
+        "parent": snapshot.parent,
+        "tags": snapshot.tags,
+        "duration_s": round(snapshot.duration_s, 3),
+        "warnings": list(snapshot.extra.get("warnings", [])),
+        "disks": [
+            {
+                "name": d.name,
+                "size_bytes": d.size_bytes,
+                "read_plan": d.read_plan,
+                "read_plan_reason": d.read_plan_reason,
+                "bytes_read": d.bytes_read,
+                "bytes_changed": d.bytes_changed,
+                "bytes_uploaded": d.bytes_uploaded,
+            }
+            for d in snapshot.disks
+        ],
+    }
