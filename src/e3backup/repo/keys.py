@@ -4,7 +4,7 @@ The master material is 64 random bytes: 32 for AES-256-GCM and 32 for keying BLA
 (so ids reveal nothing about content and differ between repositories). A key file wraps it with
 a key derived from the password; several key files (passwords) may wrap the same master. New key
 files use argon2id with a cost calibrated on the creating machine (~0.75 s of CPU, at most
-256 MiB) and record it; the first key files used scrypt N=2^15 and still open.
+128 MiB, then more passes) and record it; the first key files used scrypt N=2^15 and still open.
 """
 
 from __future__ import annotations
