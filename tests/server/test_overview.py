@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from e3backup.server.db.base import utcnow
@@ -20,6 +21,14 @@ __all__ = ["db_factory"]
 ONLINE_S = 90.0
 NOW = utcnow()
 H = timedelta(hours=1)
+
+
+@pytest.fixture(autouse=True)
+def _now_at_test_time() -> None:
+    """NOW is taken when the test runs, not at import: collection can come many minutes
+    earlier (xdist), and "online" means seen within the last 90 s."""
+    global NOW
+    NOW = utcnow()
 
 
 def _actor(tenant_id: int) -> Actor:
