@@ -124,18 +124,24 @@ def test_server_down_mid_run_the_run_completes_and_every_event_arrives_once(
                 wait_for(lambda: outbox.read_text() == "[]", 60, "the outbox to empty")
 
 
+def run_and_kill_the_agent(dep: Any, config: Path, job_id: int) -> int:
+    """Run the job now and SIGKILL `agent run` once the run shows progress; the run's id."""
+    with running_agent(config) as agent:
+        run_id = dep.run_now(job_id)
+        wait_running_with_progress(dep, run_id)
+        assert agent.proc is not None
+        agent.proc.kill()
+        agent.proc.wait()
+    return run_id
+
+
 def test_a_killed_agent_gets_its_run_back_as_a_fresh_attempt(
     tmp_path: Path, random_image: Path
 ) -> None:
     with deployment(tmp_path, {"agent_reclaim_grace_s": "2"}) as dep:
         config = dep.enroll()
         job_id = image_job(dep, config, random_image, tmp_path / "repo", **SLOW_UPLOAD)
-        with running_agent(config) as first:
-            run_id = dep.run_now(job_id)
-            wait_running_with_progress(dep, run_id)
-            assert first.proc is not None
-            first.proc.kill()
-            first.proc.wait()
+        run_id = run_and_kill_the_agent(dep, config, job_id)
         with running_agent(config):
             run = dep.wait_status(run_id, timeout_s=180)
             assert run["status"] == "success", run
@@ -232,13 +238,8 @@ def test_watchdog_fails_the_run_of_a_killed_agent_and_the_restarted_agent_takes_
     with deployment(tmp_path, WATCHDOG) as dep:
         config = dep.enroll()
         job_id = image_job(dep, config, random_image, tmp_path / "repo", **SLOW_UPLOAD)
-        with running_agent(config) as first:
-            run_id = dep.run_now(job_id)
-            wait_running_with_progress(dep, run_id)
-            assert first.proc is not None
-            first.proc.kill()
-            first.proc.wait()
-            run = dep.wait_status(run_id, timeout_s=60)
+        run_id = run_and_kill_the_agent(dep, config, job_id)
+        run = dep.wait_status(run_id, timeout_s=60)
         assert (run["status"], run["error_code"]) == ("failed", "AGENT_OFFLINE"), run
         assert "AGENT_OFFLINE" in dep.message_ids(run_id)
         fast = dep.api.patch(f"/api/v1/jobs/{job_id}", json={"policy_json": {}})

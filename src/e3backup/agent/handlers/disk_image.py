@@ -25,7 +25,7 @@ from e3backup.agent.handlers.common import (
     run_tags,
 )
 from e3backup.agent.run_context import EngineTask, RunContext
-from e3backup.agent.wire import RunAssignment
+from e3backup.agent.wire import JobContext, RunAssignment
 from e3backup.core.errors import CancelledError, E3Error, SourceError, UsageError
 from e3backup.engines.image_backup import ImageBackupOptions, backup_image
 from e3backup.repo.manifest import Snapshot
@@ -35,7 +35,7 @@ from e3backup.sources.disk_reader import DiskReader
 log = logging.getLogger(__name__)
 
 
-def source_path(job: RunAssignment) -> Path:
+def source_path(job: JobContext) -> Path:
     source = (job.disk_source_volume or job.source_path or "").strip()
     if not source:
         raise UsageError("the job names no disk or image to back up (disk_source_volume)")

@@ -3,9 +3,9 @@ data, forget by the job's retention, lock-free prune), seed maintenance commands
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from e3backup.agent.handlers import disk_image
 from e3backup.agent.handlers.common import (
     apply_retention,
     job_source_ids,
@@ -57,9 +57,8 @@ def run(task: EngineTask, ctx: RunContext) -> dict[str, Any]:
 
 
 def _image_sources(job: JobContext) -> list[str]:
-    """A disk_image job's source ids from its paths (snapshots from before runs were tagged
-    with their job carry no job tag)."""
-    if job.engine != "disk_image":
+    """A disk_image job's source id, from the path its runs back up (snapshots from before
+    runs were tagged with their job carry no job tag)."""
+    if job.engine != "disk_image" or not (job.disk_source_volume or job.source_path or "").strip():
         return []
-    paths = [p for p in [job.disk_source_volume, job.source_path, *job.source_paths] if p]
-    return [image_source_id(Path(p)) for p in paths]
+    return [image_source_id(disk_image.source_path(job))]
