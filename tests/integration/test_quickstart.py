@@ -21,7 +21,6 @@ from cli_harness import Cli, Run, assert_one_line_error
 
 from e3backup.cli.quickstart_setup import Layout, stop_all
 from e3backup.exec import pidfile
-from fixtures.browser import chromium
 from fixtures.seaweed_process import free_ports
 
 SAMPLE = "32M"
@@ -81,13 +80,14 @@ def assert_backed_up(directory: Path, summary: dict[str, Any]) -> None:
         assert len(client.get("/api/v1/jobs").json()["items"]) == 1
 
 
-def sign_in_and_see_the_backup(directory: Path, summary: dict[str, Any]) -> None:
+def sign_in_and_see_the_backup(browser: Any, directory: Path, summary: dict[str, Any]) -> None:
     """What a person does next: open the printed URL, sign in with the printed password, see
     the sample job's run on the dashboard and its repository, and its backup point through the
     client API with the browser's session cookie."""
     problems: list[str] = []
-    with chromium() as browser:
-        page = browser.new_page(base_url=summary["server_url"])
+    context = browser.new_context(base_url=summary["server_url"])
+    try:
+        page = context.new_page()
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda exc: problems.append(str(exc)))
         page.goto("/")
@@ -107,10 +107,12 @@ def sign_in_and_see_the_backup(directory: Path, summary: dict[str, Any]) -> None
         points = page.request.get("/api/v1/backup_points").json()["items"]
         (point,) = [p for p in points if p["id"] == summary["backup_point_id"]]
         assert point["job_id"] == summary["job_id"] and point["is_restorable"], point
+    finally:
+        context.close()
     assert not problems, problems
 
 
-def test_quickstart_server_agent_backup_rerun_and_stop(demo_dir: Path) -> None:
+def test_quickstart_server_agent_backup_rerun_and_stop(demo_dir: Path, browser: Any) -> None:
     port = free_ports(1)[0]
     first = quickstart(demo_dir, port, "--json")
     assert first.returncode == 0, first.describe()
@@ -122,7 +124,7 @@ def test_quickstart_server_agent_backup_rerun_and_stop(demo_dir: Path) -> None:
         assert oct((demo_dir / secret).stat().st_mode & 0o777) == "0o600", secret
     password = (demo_dir / "admin-password").read_text().strip()
     assert summary["admin_password"] == password and summary["email"] == "admin@demo.local"
-    sign_in_and_see_the_backup(demo_dir, summary)
+    sign_in_and_see_the_backup(browser, demo_dir, summary)
     with httpx.Client(base_url=summary["server_url"], timeout=30) as client:
         login = client.post(
             "/api/v1/auth/login", json={"email": "admin@demo.local", "password": password}

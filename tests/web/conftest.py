@@ -6,9 +6,9 @@ Fixtures every page test gets:
   (tests/web/world.py), shared by every module (building it costs several admin CLI runs).
   Assert on your own data; a test that needs exact counts makes `web.new_tenant(name)`
   (a child of the MSP) and switches to it with the tenant switcher.
-- `browser`: one chromium for the whole session; `page_as(role)`: a fresh context and page,
-  signed in through the form. Every page fails its test on a console error or an uncaught
-  page error (`errors.allow("403")` for one a test provokes on purpose).
+- `browser` (tests/conftest.py): one chromium for the whole session; `page_as(role)`: a
+  fresh context and page, signed in through the form. Every page fails its test on a console
+  error or an uncaught page error (`errors.allow("403")` for one a test provokes on purpose).
 - `check_page(page, name)`: axe-core (tests/web/vendor) at 1280x800 and 390x844, failing on
   serious or critical violations or on a page wider than a 390 px screen; screenshots of both
   into test-artifacts/screens/ (git-ignored; E3BACKUP_TEST_ARTIFACTS moves it).
@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 from world import WebWorld, build_world
 
-from fixtures.browser import chromium
 from fixtures.server_process import running_server
 from fixtures.vm import guest_image
 
@@ -45,12 +44,6 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorld]:
     data_dir = tmp_path_factory.mktemp("web-server")
     with running_server(data_dir, settings={"auth_failure_limit": "1000"}) as server:
         yield build_world(server)
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
 
 
 @dataclass
