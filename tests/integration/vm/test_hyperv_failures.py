@@ -123,6 +123,26 @@ def test_resized_disk_means_full_read(tmp_path: Path) -> None:
         view.cleanup()
 
 
+def test_a_broken_chain_still_drops_the_jobs_previous_reference_point(tmp_path: Path) -> None:
+    """Every disk read in full (the OS disk resized, the data disk without a token): once the
+    new reference point exists, the one the previous backup made is destroyed, not left on
+    the host for ever."""
+    host = Host(tmp_path, 64 * MiB)
+    tokens = _committed_tokens(host, "00000000-0000-4000-8000-000000000005")
+    del tokens["scsi0-1"]
+    view = host.prepare("resized-vm", tokens)
+    try:
+        assert [d.changed_extents for d in view.disks()] == [None, None]
+        view.commit()
+    finally:
+        view.cleanup()
+    destroyed = [p for op, p in host.replay.calls if op == "destroy-reference-point"]
+    assert destroyed == [
+        {"vm": "00000000-0000-4000-8000-000000000005", "reference_point": "Microsoft:RP-F0000001"}
+    ]
+    assert "Microsoft:RP-F0000005" in (view.disks()[0].committed_token or "")
+
+
 def test_wmi_error_codes_fail_the_vm_with_the_meaning(tmp_path: Path) -> None:
     host = Host(tmp_path)
     with pytest.raises(HypervisorError, match=r"error 5: invalid state"):

@@ -6,7 +6,8 @@ on failure Crash) → per disk: the snapshot's frozen VHDX opened with `VhdxRead
 followed), RCT chain checked and GetVirtualDiskChanges since the stored id (this host's
 record of the parent token, else the server's: records.py). commit (after the backup is
 durable): ConvertToReferencePoint, record its RCT ids (host file + each disk's
-`committed_token`, which the server keeps), drop the previous reference point. cleanup:
+`committed_token`, which the server keeps), drop the reference point of the job's previous
+backup (also when its chain broke and this run read in full). cleanup:
 readers closed; an unconverted snapshot destroyed (DestroySnapshot), on
 success, failure and cancel alike.
 """
@@ -251,16 +252,18 @@ class HypervPointInTime:
             view.tracking_reason = "no change-tracking token from a previous backup: full read"
             return view
         committed = self._committed(disk.name, token)
+        if committed is not None and committed.reference_point in points:
+            # this job's previous reference point: superseded once this run commits, whether
+            # or not its chain still holds (a resized disk would otherwise leave it for ever)
+            self._old_points.add(committed.reference_point)
         rct_id, reason = rct.chain_check(disk.name, token, disk_id, size, committed, points)
         if rct_id is None:
             view.tracking_reason = reason
             return view
-        assert committed is not None
         try:
             view.changed_extents = rct.changed_extents(
                 self.provider.wmi, frozen_path, rct_id, size, reader.logical_sector_size
             )
-            self._old_points.add(committed.reference_point)
         except HypervisorError as exc:
             view.tracking_reason = (
                 f"Hyper-V cannot list the changes since {rct_id} ({exc}): full read"
