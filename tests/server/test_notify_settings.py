@@ -29,7 +29,7 @@ def test_webhook_secret_is_write_only(tmp_path: Path) -> None:
         actor = Actor("user", None, tenant.id, frozenset({tenant.id}), "admin", "admin@x")
         spec = {
             "name": "n", "agent_id": agent.id, "engine": "files", "source_path": "/srv",
-            "dest_type": "local", "dest_local_path": "/r",
+            "dest_type": "local", "dest_local_path": "/r", "repository_password": "pw",
             "notify": {"emails": ["ops@example.org"], "webhook_url": "https://h.example/x",
                        "webhook_secret": SECRET, "on": ["failed"]},
         }  # fmt: skip
@@ -66,7 +66,7 @@ def test_internal_webhook_refused_on_save_unless_the_server_allows_it(tmp_path: 
         actor = Actor("user", None, tenant.id, frozenset({tenant.id}), "admin", "admin@x")
         spec = {
             "name": "n", "agent_id": agent.id, "engine": "files", "source_path": "/srv",
-            "dest_type": "local", "dest_local_path": "/r",
+            "dest_type": "local", "dest_local_path": "/r", "repository_password": "pw",
             "notify": {"webhook_url": "http://10.0.0.7:9000/hook", "webhook_secret": SECRET},
         }  # fmt: skip
         with pytest.raises(Invalid) as info:

@@ -126,6 +126,7 @@ def test_admin_view_spans_tenants_with_filters_maintenance_and_audit(
             "dest_prefix": "adm",
             "access_key": "AKIA-never-shown",
             "secret_key": "secret-never-shown",
+            "repository_password": "password-never-shown",
         },
     )
     assert s3.status_code == 201, s3.text
@@ -142,7 +143,8 @@ def test_admin_view_spans_tenants_with_filters_maintenance_and_audit(
     for text in (second, "files", "https://s3.example.test:8333 s3://backups/adm", "adm-host-two"):
         assert text in row, row
     html = page.content()
-    for secret in ("keysecret", "AKIA-never-shown", "secret-never-shown", "repo-password"):
+    secrets = ("keysecret", "AKIA-never-shown", "secret-never-shown", "repo-password")
+    for secret in (*secrets, "password-never-shown"):
         assert secret not in html
     assert "adm-local" in jobs.inner_text() and "/srv/repos/adm-local" in jobs.inner_text()
     runs = page.locator("#admin-runs tr", has_text="adm-local").inner_text()

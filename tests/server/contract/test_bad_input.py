@@ -72,8 +72,10 @@ def test_job_validation_messages(make_server) -> None:
         "source_path": "/etc",
         "dest_type": "local",
         "dest_local_path": "/r",
+        "repository_password": "correct horse battery staple",
     }
     cases = [
+        ({"repository_password": None}, "a job needs repository_password"),
         ({"engine": "zfs"}, "engine"),
         ({"agent_id": 999_999}, "agent 999999 not found"),
         ({"dest_local_path": ""}, "dest_local_path"),

@@ -58,8 +58,10 @@ def test_msp_parent_sees_and_manages_children_never_the_reverse(make_server) -> 
         "source_path": "/e",
         "dest_type": "local",
         "dest_local_path": "/r",
+        "repository_password": "pw",
     }
-    assert child.api("POST", "/jobs", json=bad_job).status_code == 422
+    answer = child.api("POST", "/jobs", json=bad_job)
+    assert answer.status_code == 422 and answer.json()["field"] == "agent_id", answer.text
 
 
 def _attempts(tenant: Tenant, ids: dict[str, int]) -> dict[str, httpx.Response]:
@@ -71,6 +73,7 @@ def _attempts(tenant: Tenant, ids: dict[str, int]) -> dict[str, httpx.Response]:
         "source_path": "/e",
         "dest_type": "local",
         "dest_local_path": "/r",
+        "repository_password": "pw",
     }
     restore = {"backup_point_id": ids["point"], "target_path": "/restore"}
     out = {"run_now": tenant.api("POST", f"/jobs/{ids['job']}/runs")}

@@ -134,6 +134,7 @@ def _job_body(template: dict[str, Any], agent_id: int) -> dict[str, Any]:
         "source_path": "/etc",
         "dest_type": "local",
         "dest_local_path": "/r",
+        "repository_password": "pw",
     }
 
 

@@ -75,6 +75,12 @@ def _visible_agent(db: Session, actor: Actor, agent_id: int) -> Agent:
 
 def _validate_job(job: Job) -> None:
     """Rules spanning fields, checked on the stored shape after a create or an update."""
+    if not job.repository_password_enc:
+        raise Invalid(
+            "a job needs repository_password: the repository's key is encrypted with it "
+            "(a new repository is created with it, an existing one opened)",
+            "repository_password",
+        )
     if job.dest_type == "local" and not job.dest_local_path:
         raise Invalid("a local destination needs dest_local_path", "dest_local_path")
     if job.dest_type == "s3" and not job.dest_bucket:
