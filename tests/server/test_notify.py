@@ -11,6 +11,7 @@ from e3backup.server.notify import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    WEBHOOK_TIMEOUT_S,
     NotifyError,
     RunSummary,
     SmtpConfig,
@@ -141,11 +142,22 @@ def test_webhook_signed_and_verified(http_receiver: HttpReceiver) -> None:
     assert all(WEBHOOK_SECRET not in v for v in request.headers.values())
 
 
+def _post(receiver: HttpReceiver, attempts: int, timeout_s: float = WEBHOOK_TIMEOUT_S) -> None:
+    """A small payload to the test receiver, quick retries, loopback allowed."""
+    post_webhook(
+        receiver.url,
+        WEBHOOK_SECRET,
+        {"x": 1},
+        timeout_s=timeout_s,
+        attempts=attempts,
+        backoff_s=0.01,
+        allow_private=True,
+    )
+
+
 def test_webhook_retries_5xx_then_succeeds(http_receiver: HttpReceiver) -> None:
     http_receiver.statuses = [503, 502, 200]
-    post_webhook(
-        http_receiver.url, WEBHOOK_SECRET, {"x": 1}, attempts=3, backoff_s=0.01, allow_private=True
-    )
+    _post(http_receiver, attempts=3)
     assert len(http_receiver.requests) == 3
     ids = {r.headers[DELIVERY_HEADER] for r in http_receiver.requests}
     assert len(ids) == 1  # one delivery id across retries: receivers can deduplicate
@@ -154,14 +166,7 @@ def test_webhook_retries_5xx_then_succeeds(http_receiver: HttpReceiver) -> None:
 def test_webhook_4xx_is_permanent(http_receiver: HttpReceiver) -> None:
     http_receiver.statuses = [410]
     with pytest.raises(NotifyError) as info:
-        post_webhook(
-            http_receiver.url,
-            WEBHOOK_SECRET,
-            {"x": 1},
-            attempts=3,
-            backoff_s=0.01,
-            allow_private=True,
-        )
+        _post(http_receiver, attempts=3)
     assert not info.value.retryable and "410" in str(info.value)
     assert len(http_receiver.requests) == 1
 
@@ -169,14 +174,7 @@ def test_webhook_4xx_is_permanent(http_receiver: HttpReceiver) -> None:
 def test_webhook_exhausted_retries_are_retryable_later(http_receiver: HttpReceiver) -> None:
     http_receiver.statuses = [500]
     with pytest.raises(NotifyError) as info:
-        post_webhook(
-            http_receiver.url,
-            WEBHOOK_SECRET,
-            {"x": 1},
-            attempts=2,
-            backoff_s=0.01,
-            allow_private=True,
-        )
+        _post(http_receiver, attempts=2)
     assert info.value.retryable
     assert len(http_receiver.requests) == 2
 
@@ -184,14 +182,7 @@ def test_webhook_exhausted_retries_are_retryable_later(http_receiver: HttpReceiv
 def test_webhook_timeout(http_receiver: HttpReceiver) -> None:
     http_receiver.delay_s = 1.5
     with pytest.raises(NotifyError) as info:
-        post_webhook(
-            http_receiver.url,
-            WEBHOOK_SECRET,
-            {"x": 1},
-            timeout_s=0.2,
-            attempts=1,
-            allow_private=True,
-        )
+        _post(http_receiver, attempts=1, timeout_s=0.2)
     assert info.value.retryable and "Timeout" in str(info.value)
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.orm import Session
 
 from e3backup.server.crypto import SecretBox
 from e3backup.server.db.engine import session_scope
@@ -22,18 +26,33 @@ BOX = SecretBox(os.urandom(32))
 SECRET = "hook-secret-0123456789"
 
 
-def test_webhook_secret_is_write_only(tmp_path: Path) -> None:
+@contextmanager
+def tenant_admin(tmp_path: Path) -> Iterator[tuple[Session, Actor, int]]:
+    """A migrated SQLite database with one tenant and agent: (session, its admin, agent id);
+    the session is rolled back at the end."""
     engine, factory = migrated_factory(f"sqlite:///{tmp_path / 's.db'}")
     with session_scope(factory) as db:
         tenant, agent = make_tenant_agent(db)
         actor = Actor("user", None, tenant.id, frozenset({tenant.id}), "admin", "admin@x")
-        spec = {
-            "name": "n", "agent_id": agent.id, "engine": "files", "source_path": "/srv",
-            "dest_type": "local", "dest_local_path": "/r", "repository_password": "pw",
-            "notify": {"emails": ["ops@example.org"], "webhook_url": "https://h.example/x",
-                       "webhook_secret": SECRET, "on": ["failed"]},
-        }  # fmt: skip
-        job = jobs.create_job(db, BOX, actor, JobCreate.model_validate(spec))
+        yield db, actor, agent.id
+        db.rollback()
+    engine.dispose()
+
+
+def files_job(agent_id: int, notify: dict[str, Any]) -> JobCreate:
+    spec = {
+        "name": "n", "agent_id": agent_id, "engine": "files", "source_path": "/srv",
+        "dest_type": "local", "dest_local_path": "/r", "repository_password": "pw",
+        "notify": notify,
+    }  # fmt: skip
+    return JobCreate.model_validate(spec)
+
+
+def test_webhook_secret_is_write_only(tmp_path: Path) -> None:
+    with tenant_admin(tmp_path) as (db, actor, agent_id):
+        notify = {"emails": ["ops@example.org"], "webhook_url": "https://h.example/x",
+                  "webhook_secret": SECRET, "on": ["failed"]}  # fmt: skip
+        job = jobs.create_job(db, BOX, actor, files_job(agent_id, notify))
         stored = job.notify_json or {}
         assert SECRET not in json.dumps(stored)
         assert BOX.open(stored["webhook_secret_enc"], WEBHOOK_SECRET_CONTEXT) == SECRET
@@ -55,30 +74,19 @@ def test_webhook_secret_is_write_only(tmp_path: Path) -> None:
             with pytest.raises(Invalid) as info:
                 jobs.update_job(db, BOX, actor, job.id, JobUpdate.model_validate({"notify": bad}))
             assert info.value.field == field
-        db.rollback()
-    engine.dispose()
 
 
 def test_internal_webhook_refused_on_save_unless_the_server_allows_it(tmp_path: Path) -> None:
-    engine, factory = migrated_factory(f"sqlite:///{tmp_path / 's.db'}")
-    with session_scope(factory) as db:
-        tenant, agent = make_tenant_agent(db)
-        actor = Actor("user", None, tenant.id, frozenset({tenant.id}), "admin", "admin@x")
-        spec = {
-            "name": "n", "agent_id": agent.id, "engine": "files", "source_path": "/srv",
-            "dest_type": "local", "dest_local_path": "/r", "repository_password": "pw",
-            "notify": {"webhook_url": "http://10.0.0.7:9000/hook", "webhook_secret": SECRET},
-        }  # fmt: skip
+    with tenant_admin(tmp_path) as (db, actor, agent_id):
+        spec = files_job(
+            agent_id, {"webhook_url": "http://10.0.0.7:9000/hook", "webhook_secret": SECRET}
+        )
         with pytest.raises(Invalid) as info:
-            jobs.create_job(db, BOX, actor, JobCreate.model_validate(spec))
+            jobs.create_job(db, BOX, actor, spec)
         assert info.value.field == "notify.webhook_url"
         assert "10.0.0.7 is a private network address" in str(info.value)
-        job = jobs.create_job(
-            db, BOX, actor, JobCreate.model_validate(spec), allow_private_targets=True
-        )
+        job = jobs.create_job(db, BOX, actor, spec, allow_private_targets=True)
         assert (job.notify_json or {})["webhook_url"] == "http://10.0.0.7:9000/hook"
         metadata = {"notify": {"webhook_url": "http://169.254.169.254/", "webhook_secret": SECRET}}
         with pytest.raises(Invalid):
             jobs.update_job(db, BOX, actor, job.id, JobUpdate.model_validate(metadata))
-        db.rollback()
-    engine.dispose()
